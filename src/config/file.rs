@@ -1,0 +1,52 @@
+//! The TOML file as written by users. Unknown keys are errors
+//! (`deny_unknown_fields`), so a typo never silently does nothing.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub max_clients: Option<usize>,
+    pub auth: Option<String>,
+    pub admin_users: Option<Vec<String>>,
+    pub shutdown_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub max_message_size: Option<usize>,
+    pub log_format: Option<String>,
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    pub password: Option<String>,
+    pub scram_secret: Option<String>,
+    pub server_password: Option<String>,
+}
+
+pub fn parse(text: &str) -> Result<RawConfig, super::ConfigError> {
+    toml::from_str(text).map_err(|e| super::ConfigError::Toml(e.to_string()))
+}

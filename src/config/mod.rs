@@ -1,0 +1,170 @@
+//! Configuration: the TOML file model (`file`), command-line overrides, and the
+//! validated [`Config`] that the rest of pgbaton receives. Config is plain data
+//! handed down explicitly; nothing reads a global.
+
+mod duration;
+mod file;
+mod validate;
+
+pub use duration::parse_duration;
+pub use validate::{ConfigError, Overrides};
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How clients prove who they are to pgbaton.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    Trust,
+    ScramSha256,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Trust => "trust",
+            ClientAuth::ScramSha256 => "scram-sha-256",
+        }
+    }
+}
+
+/// TLS towards one backend, like libpq's sslmode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerTls {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A password that never shows in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub tls: ServerTls,
+    /// CA bundle for `verify-full`.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Backend {
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// Plain password: checks clients with SCRAM and logs in to servers.
+    pub password: Option<Secret>,
+    /// A SCRAM secret as stored in pg_authid.rolpassword, for checking clients
+    /// without knowing the password.
+    pub scram_secret: Option<Secret>,
+    /// What pgbaton sends to servers, when it differs from `password`.
+    pub server_password: Option<Secret>,
+}
+
+impl User {
+    /// The password pgbaton uses to log in to a server as this user.
+    pub fn password_for_servers(&self) -> Option<&Secret> {
+        self.server_password.as_ref().or(self.password.as_ref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The validated configuration of one pgbaton process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_clients: usize,
+    pub auth: ClientAuth,
+    pub admin_users: Vec<String>,
+    pub tls: Option<TlsFiles>,
+    /// In order; the first is the default for new sessions.
+    pub backends: Vec<Backend>,
+    pub users: Vec<User>,
+    pub shutdown_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Largest client message body accepted (Query, Parse, Bind, CopyData).
+    pub max_message_size: usize,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn default_backend(&self) -> &Backend {
+        // Validation guarantees at least one backend.
+        &self.backends[0]
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.admin_users.iter().any(|u| u == user)
+    }
+
+    /// Reads a TOML file, applies overrides and validates.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let raw = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source: e,
+                })?;
+                file::parse(&text)?
+            }
+            None => file::RawConfig::default(),
+        };
+        validate::build(raw, overrides)
+    }
+
+    /// Parses TOML text (no file) with overrides; used by tests and `check`.
+    pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        validate::build(file::parse(text)?, overrides)
+    }
+}

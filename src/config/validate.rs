@@ -1,0 +1,343 @@
+//! Turns the raw file plus command-line overrides into a validated [`Config`],
+//! naming the key of every bad value.
+
+use super::file::{RawBackend, RawConfig};
+use super::*;
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file: {0}")]
+    Toml(String),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Command-line values that replace the file's.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    /// `NAME=HOST:PORT`; when given, they replace the file's backends.
+    pub backends: Vec<String>,
+    pub auth: Option<String>,
+    /// When given, they replace the file's admin users.
+    pub admin_users: Vec<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
+
+pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigError> {
+    if let Some(l) = &o.listen {
+        raw.listen = Some(l.clone());
+    }
+    if let Some(a) = &o.auth {
+        raw.auth = Some(a.clone());
+    }
+    if !o.admin_users.is_empty() {
+        raw.admin_users = Some(o.admin_users.clone());
+    }
+    if !o.backends.is_empty() {
+        raw.backends = o
+            .backends
+            .iter()
+            .map(|b| backend_flag(b))
+            .collect::<Result<_, _>>()?;
+    }
+    match (&o.tls_cert, &o.tls_key) {
+        (Some(cert), Some(key)) => {
+            raw.tls = Some(super::file::RawTls {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+        }
+        (None, None) => {}
+        _ => return Err(invalid("tls", "--tls-cert and --tls-key go together")),
+    }
+
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text
+        .parse()
+        .map_err(|e| invalid("listen", format!("{listen_text:?} is not HOST:PORT ({e})")))?;
+
+    let auth = match raw.auth.as_deref().unwrap_or("scram-sha-256") {
+        "trust" => ClientAuth::Trust,
+        "scram-sha-256" => ClientAuth::ScramSha256,
+        other => {
+            return Err(invalid(
+                "auth",
+                format!("{other:?}: expected \"trust\" or \"scram-sha-256\""),
+            ))
+        }
+    };
+
+    let max_clients = raw.max_clients.unwrap_or(1000);
+    if max_clients == 0 {
+        return Err(invalid("max_clients", "must be at least 1"));
+    }
+
+    let duration = |key: &str, v: &Option<String>, default: u64| match v {
+        None => Ok(Duration::from_secs(default)),
+        Some(s) => parse_duration(s).ok_or_else(|| {
+            invalid(
+                key,
+                format!("{s:?} is not a duration like \"30s\" or \"500ms\""),
+            )
+        }),
+    };
+    let shutdown_timeout = duration("shutdown_timeout", &raw.shutdown_timeout, 30)?;
+    let connect_timeout = duration("connect_timeout", &raw.connect_timeout, 10)?;
+
+    let max_message_size = raw
+        .max_message_size
+        .unwrap_or(crate::protocol::codec::PG_LARGE_MESSAGE_LIMIT);
+    if max_message_size < 1024 {
+        return Err(invalid("max_message_size", "must be at least 1024 bytes"));
+    }
+
+    let log_format = match raw.log_format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "log_format",
+                format!("{other:?}: expected \"text\" or \"json\""),
+            ))
+        }
+    };
+
+    let tls = raw.tls.map(|t| TlsFiles {
+        cert: PathBuf::from(t.cert),
+        key: PathBuf::from(t.key),
+    });
+
+    if raw.backends.is_empty() {
+        return Err(invalid(
+            "backends",
+            "at least one backend is needed ([[backends]] in the file or --backend NAME=HOST:PORT)",
+        ));
+    }
+    let mut backends = Vec::with_capacity(raw.backends.len());
+    for (i, b) in raw.backends.into_iter().enumerate() {
+        let backend = backend(i, b)?;
+        if backends.iter().any(|x: &Backend| x.name == backend.name) {
+            return Err(invalid(
+                format!("backends[{i}].name"),
+                format!("duplicate name {:?}", backend.name),
+            ));
+        }
+        backends.push(backend);
+    }
+
+    let mut users: Vec<User> = Vec::with_capacity(raw.users.len());
+    for (i, u) in raw.users.into_iter().enumerate() {
+        if u.name.is_empty() {
+            return Err(invalid(format!("users[{i}].name"), "must not be empty"));
+        }
+        if users.iter().any(|x| x.name == u.name) {
+            return Err(invalid(
+                format!("users[{i}].name"),
+                format!("duplicate user {:?}", u.name),
+            ));
+        }
+        if let Some(s) = &u.scram_secret {
+            if crate::auth::scram::StoredSecret::parse(s).is_none() {
+                return Err(invalid(
+                    format!("users[{i}].scram_secret"),
+                    "expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey> as in pg_authid",
+                ));
+            }
+        }
+        users.push(User {
+            name: u.name,
+            password: u.password.map(Secret::new),
+            scram_secret: u.scram_secret.map(Secret::new),
+            server_password: u.server_password.map(Secret::new),
+        });
+    }
+
+    let admin_users = raw.admin_users.unwrap_or_default();
+
+    Ok(Config {
+        listen,
+        max_clients,
+        auth,
+        admin_users,
+        tls,
+        backends,
+        users,
+        shutdown_timeout,
+        connect_timeout,
+        max_message_size,
+        log_format,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn backend(i: usize, b: RawBackend) -> Result<Backend, ConfigError> {
+    if !valid_name(&b.name) {
+        return Err(invalid(
+            format!("backends[{i}].name"),
+            format!("{:?}: use letters, digits, '_' or '-' (at most 63)", b.name),
+        ));
+    }
+    if b.host.is_empty() {
+        return Err(invalid(format!("backends[{i}].host"), "must not be empty"));
+    }
+    let tls = match b.tls.as_deref().unwrap_or("prefer") {
+        "disable" => ServerTls::Disable,
+        "prefer" => ServerTls::Prefer,
+        "require" => ServerTls::Require,
+        "verify-full" => ServerTls::VerifyFull,
+        other => {
+            return Err(invalid(
+                format!("backends[{i}].tls"),
+                format!("{other:?}: expected disable, prefer, require or verify-full"),
+            ))
+        }
+    };
+    let ca_file = b.ca_file.map(PathBuf::from);
+    if tls == ServerTls::VerifyFull && ca_file.is_none() {
+        return Err(invalid(
+            format!("backends[{i}].ca_file"),
+            "verify-full needs a CA file",
+        ));
+    }
+    if let Some(ca) = &ca_file {
+        if !Path::new(ca).exists() {
+            return Err(invalid(
+                format!("backends[{i}].ca_file"),
+                format!("{} does not exist", ca.display()),
+            ));
+        }
+    }
+    Ok(Backend {
+        name: b.name,
+        host: b.host,
+        port: b.port.unwrap_or(5432),
+        tls,
+        ca_file,
+    })
+}
+
+/// `NAME=HOST:PORT`, with `[v6]:port` allowed.
+fn backend_flag(s: &str) -> Result<RawBackend, ConfigError> {
+    let bad = || invalid("--backend", format!("{s:?} is not NAME=HOST:PORT"));
+    let (name, addr) = s.split_once('=').ok_or_else(bad)?;
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    Ok(RawBackend {
+        name: name.to_string(),
+        host: host.to_string(),
+        port: Some(port),
+        // Flag-only backends are usually local test servers; prefer TLS
+        // like libpq does and fall back to plain text.
+        tls: None,
+        ca_file: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(backends: &[&str]) -> Overrides {
+        Overrides {
+            backends: backends.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn flag_only_config() {
+        let c = Config::from_toml("", &flags(&["pg1=127.0.0.1:5432", "pg2=[::1]:5433"])).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.auth, ClientAuth::ScramSha256);
+        assert_eq!(c.default_backend().name, "pg1");
+        assert_eq!(c.backend("pg2").unwrap().host, "::1");
+        assert_eq!(c.backend("pg2").unwrap().addr(), "[::1]:5433");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let text = r#"
+            listen = "127.0.0.1:7000"
+            auth = "trust"
+            [[backends]]
+            name = "a"
+            host = "db"
+        "#;
+        let mut o = flags(&["b=127.0.0.1:1"]);
+        o.listen = Some("127.0.0.1:7001".into());
+        let c = Config::from_toml(text, &o).unwrap();
+        assert_eq!(c.listen.port(), 7001);
+        assert_eq!(c.auth, ClientAuth::Trust);
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.default_backend().name, "b");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("listne = \"x\"", &flags(&["a=h:1"])).unwrap_err();
+        assert!(e.to_string().contains("listne"), "{e}");
+        let e = Config::from_toml("auth = \"md5\"", &flags(&["a=h:1"])).unwrap_err();
+        assert!(e.to_string().contains("`auth`"), "{e}");
+        let e = Config::from_toml(
+            "[[backends]]\nname=\"a\"\nhost=\"h\"\ntls=\"maybe\"",
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("backends[0].tls"), "{e}");
+        let e = Config::from_toml("", &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("backends"), "{e}");
+        let e = Config::from_toml("", &flags(&["nope"])).unwrap_err();
+        assert!(e.to_string().contains("--backend"), "{e}");
+        let e = Config::from_toml("shutdown_timeout = \"soon\"", &flags(&["a=h:1"])).unwrap_err();
+        assert!(e.to_string().contains("shutdown_timeout"), "{e}");
+        let e = Config::from_toml(
+            "[[users]]\nname=\"u\"\nscram_secret=\"x\"",
+            &flags(&["a=h:1"]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("users[0].scram_secret"), "{e}");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = Config::from_toml(
+            "[[users]]\nname=\"u\"\npassword=\"hunter2\"",
+            &flags(&["a=h:1"]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../../examples/pgbaton.toml");
+        let c = Config::from_toml(text, &Overrides::default()).unwrap();
+        assert!(c.backends.len() >= 2);
+    }
+}

@@ -1,0 +1,30 @@
+//! # pgbaton
+//!
+//! A PostgreSQL wire-protocol proxy that keeps client sessions alive while it
+//! moves them between servers.
+//!
+//! ## Layout
+//! - [`protocol`]: sans-IO framing, message tags, startup packets and the
+//!   messages pgbaton writes itself. No tokio.
+//! - [`config`]: the TOML model, command-line overrides, validation.
+//! - [`auth`]: server-side SCRAM-SHA-256 math for authenticating clients.
+//! - [`net`]: plain-or-TLS streams and rustls set-up for both directions.
+//! - [`server`]: server connections: connect, TLS, log in with pgbaton's own
+//!   credentials, cancel requests.
+//! - [`session`]: one task per client: handshake, client auth, protocol
+//!   tracker (safe points) and the relay loop.
+//! - [`cancel`]: virtual cancel keys mapped to the current server connection.
+//! - [`proxy`]: the listener, session limits, graceful shutdown.
+//! - [`localpg`]: throwaway local Postgres servers for `pgbaton demo` and tests.
+//! - [`demo`]: the embedded demo.
+//! - [`cli`]: command-line definitions.
+
+pub mod auth;
+pub mod cancel;
+pub mod cli;
+pub mod config;
+pub mod net;
+pub mod protocol;
+pub mod proxy;
+pub mod server;
+pub mod session;

@@ -1,0 +1,91 @@
+//! The `pgbaton` binary: parse arguments, set up tracing, run.
+
+use anyhow::Context;
+use clap::Parser;
+use pgbaton::cli::{Cli, Command};
+use pgbaton::config::{Config, LogFormat};
+use pgbaton::proxy::Proxy;
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match cli.command {
+        Command::Check { config } => {
+            let c = Config::load(Some(&config), &Default::default())
+                .with_context(|| format!("{} is not valid", config.display()))?;
+            println!("{}: ok", config.display());
+            println!(
+                "listen {} (auth {}, max_clients {})",
+                c.listen,
+                c.auth.as_str(),
+                c.max_clients
+            );
+            for (i, b) in c.backends.iter().enumerate() {
+                let default = if i == 0 { " (default)" } else { "" };
+                println!(
+                    "backend {} at {} tls {:?}{default}",
+                    b.name,
+                    b.addr(),
+                    b.tls
+                );
+            }
+            println!(
+                "{} user(s), {} admin user(s)",
+                c.users.len(),
+                c.admin_users.len()
+            );
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let config = Config::load(args.config.as_deref(), &args.overrides())?;
+            init_tracing(config.log_format);
+            runtime.block_on(serve(config))
+        }
+        Command::Demo(args) => {
+            init_tracing(LogFormat::Text);
+            {
+                let _ = args;
+                anyhow::bail!("demo not built yet")
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let proxy = Proxy::bind(config).await?;
+    let handle = proxy.handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        handle.shutdown();
+    });
+    proxy.run().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,126 @@
+//! The proxy: binds the listener, accepts clients, spawns one session task
+//! each, caps their number, and runs the graceful shutdown.
+
+pub mod shared;
+
+pub use shared::Shared;
+
+use crate::config::Config;
+use crate::net::tls::TlsError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Stops a running proxy: stop accepting, let sessions finish their
+/// transaction until `shutdown_timeout`, then close them with 57P01.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    shutdown: Arc<watch::Sender<Option<Instant>>>,
+    timeout: std::time::Duration,
+}
+
+impl ProxyHandle {
+    pub fn shutdown(&self) {
+        let deadline = Instant::now() + self.timeout;
+        self.shutdown.send_if_modified(|d| {
+            if d.is_none() {
+                *d = Some(deadline);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    shutdown_tx: Arc<watch::Sender<Option<Instant>>>,
+}
+
+impl Proxy {
+    pub async fn bind(config: Config) -> Result<Proxy, ProxyError> {
+        let addr = config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let shared = Arc::new(Shared::new(config)?);
+        let (tx, _) = watch::channel(None);
+        Ok(Proxy {
+            shared,
+            listener,
+            shutdown_tx: Arc::new(tx),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            shutdown: self.shutdown_tx.clone(),
+            timeout: self.shared.config().shutdown_timeout,
+        }
+    }
+
+    /// Serves until shut down through a [`ProxyHandle`], then waits for the
+    /// sessions to end.
+    pub async fn run(self) {
+        let max = self.shared.config().max_clients;
+        let slots = Arc::new(Semaphore::new(max));
+        let mut shutdown = self.shutdown_tx.subscribe();
+        info!(listen = %self.local_addr(), "pgbaton accepting connections");
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // EMFILE and friends: keep serving the others.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let permit = slots.clone().try_acquire_owned().ok();
+                    let refuse = permit.is_none();
+                    let shared = self.shared.clone();
+                    let rx = self.shutdown_tx.subscribe();
+                    tokio::spawn(async move {
+                        crate::session::serve(shared, tcp, peer, rx, refuse).await;
+                        drop(permit);
+                    });
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        drop(self.listener);
+        info!("pgbaton stopped accepting; waiting for sessions to finish");
+        // Every session holds a slot; all slots back means all sessions ended.
+        let _ = slots.acquire_many(max as u32).await;
+        info!("pgbaton stopped");
+    }
+}

@@ -1,0 +1,91 @@
+//! State shared by every session of one proxy: configuration, TLS set-up,
+//! client secrets, the cancel registry and counters. Passed down as an `Arc`;
+//! there are no globals, so one process can run several proxies (tests do).
+
+use crate::auth::scram::StoredSecret;
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::net::tls::{self, TlsError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// Counters shown by SHOW STATS.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub sessions_total: AtomicU64,
+    pub sessions_active: AtomicU64,
+    pub sessions_refused: AtomicU64,
+    pub cancels_forwarded: AtomicU64,
+    pub server_connect_failures: AtomicU64,
+    pub protocol_errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub struct Shared {
+    config: RwLock<Arc<Config>>,
+    pub tls_acceptor: Option<TlsAcceptor>,
+    connectors: RwLock<HashMap<String, Option<TlsConnector>>>,
+    /// SCRAM secrets of configured users, derived once at start.
+    pub secrets: HashMap<String, StoredSecret>,
+    pub cancel: CancelRegistry,
+    pub stats: Stats,
+    next_session: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Result<Shared, TlsError> {
+        let tls_acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let mut connectors = HashMap::new();
+        for b in &config.backends {
+            connectors.insert(b.name.clone(), tls::connector(b)?);
+        }
+        let secrets = config
+            .users
+            .iter()
+            .filter_map(|u| {
+                let secret = match (&u.scram_secret, &u.password) {
+                    (Some(s), _) => StoredSecret::parse(s.expose())?,
+                    (None, Some(p)) => StoredSecret::generate(p.expose().as_bytes()),
+                    (None, None) => return None,
+                };
+                Some((u.name.clone(), secret))
+            })
+            .collect();
+        Ok(Shared {
+            config: RwLock::new(Arc::new(config)),
+            tls_acceptor,
+            connectors: RwLock::new(connectors),
+            secrets,
+            cancel: CancelRegistry::default(),
+            stats: Stats::default(),
+            next_session: AtomicU64::new(1),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn connector(&self, backend: &str) -> Option<TlsConnector> {
+        self.connectors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(backend)
+            .cloned()
+            .flatten()
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+}

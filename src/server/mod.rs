@@ -1,0 +1,41 @@
+//! Server connections: connect (TCP, optional TLS), log in with pgbaton's own
+//! credentials, and collect what the server announced at startup. A session
+//! holds one [`ServerConn`] at a time and can replace it; nothing here is tied
+//! to a client.
+
+mod auth;
+mod connect;
+mod error;
+mod startup;
+
+pub use connect::{connect, send_cancel};
+pub use error::ServerError;
+pub use startup::{login, Login};
+
+use crate::config::Backend;
+use crate::net::Stream;
+use bytes::{Bytes, BytesMut};
+
+/// A logged-in server connection, ready for queries.
+pub struct ServerConn {
+    pub stream: Stream,
+    pub backend: Backend,
+    /// The server's own BackendKeyData; never shown to clients.
+    pub pid: i32,
+    pub key: i32,
+    /// ParameterStatus values from startup, in order.
+    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    /// NoticeResponse messages sent during startup, whole, to forward.
+    pub notices: Vec<Bytes>,
+    /// Bytes read past the first ReadyForQuery (e.g. an early notification).
+    pub leftover: BytesMut,
+}
+
+impl ServerConn {
+    pub fn param(&self, name: &[u8]) -> Option<&[u8]> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}

@@ -1,0 +1,311 @@
+//! One task per client: the opening handshake, client authentication, the
+//! login to a server with pgbaton's own credentials, then the relay.
+//!
+//! The session owns its server connection only through [`relay::Relay`]'s
+//! server halves, so the connection can be replaced at a safe point: that is
+//! what a migration does.
+
+pub mod client_auth;
+pub mod handshake;
+pub mod outbox;
+pub mod relay;
+pub mod tracker;
+
+use crate::cancel::CancelTarget;
+use crate::config::Config;
+use crate::net::Stream;
+use crate::protocol::startup::{self, StartupParam, PROTOCOL_3_0};
+use crate::protocol::write::{self, Report, Severity};
+use crate::proxy::shared::Stats;
+use crate::proxy::Shared;
+use crate::server::{self, Login, ServerError};
+use bytes::BytesMut;
+use handshake::{HandshakeError, Opening};
+use relay::{Relay, RelayEnd};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
+use tracing::{debug, info, warn, Instrument};
+
+/// How long a client may take from connect to authenticated, like Postgres'
+/// `authentication_timeout`.
+const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves one client connection to its end. Never panics on client input;
+/// every failure is logged and, where the client can still hear it, reported.
+pub async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<Option<Instant>>,
+    refuse_full: bool,
+) {
+    let id = shared.next_session_id();
+    let span = tracing::info_span!(
+        "session",
+        session.id = id,
+        client.addr = %peer,
+        user = tracing::field::Empty,
+        db = tracing::field::Empty,
+        backend = tracing::field::Empty,
+    );
+    async move {
+        Stats::bump(&shared.stats.sessions_total);
+        let opened = tokio::time::timeout(AUTH_TIMEOUT, open(&shared, tcp, id, refuse_full)).await;
+        let opened = match opened {
+            Ok(Some(o)) => o,
+            Ok(None) => return,
+            Err(_) => {
+                debug!("client did not finish startup in time");
+                return;
+            }
+        };
+        shared
+            .stats
+            .sessions_active
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let end = run(&shared, opened, shutdown).await;
+        shared
+            .stats
+            .sessions_active
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        info!(reason = ?end, "session ended");
+    }
+    .instrument(span)
+    .await
+}
+
+/// A session that got through startup.
+struct Opened {
+    client_pid: i32,
+    relay: Relay,
+}
+
+/// Handshake, client auth, server login. `None` when the session ended here.
+async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) -> Option<Opened> {
+    let (mut stream, version, params) = match handshake::accept(tcp, shared).await {
+        Ok(Opening::Cancel { pid, key }) => {
+            forward_cancel(shared, pid, key).await;
+            return None;
+        }
+        Ok(Opening::Startup {
+            stream,
+            version,
+            params,
+        }) => (stream, version, params),
+        Err((e, stream)) => {
+            let quiet = matches!(&e, HandshakeError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+            if !quiet {
+                Stats::bump(&shared.stats.protocol_errors);
+                warn!(error = %e, "bad startup");
+            }
+            if let (Some(mut s), HandshakeError::Startup(err)) = (stream, &e) {
+                let code = match err {
+                    startup::StartupError::UnsupportedVersion { .. } => {
+                        SqlState::FEATURE_NOT_SUPPORTED.code()
+                    }
+                    _ => SqlState::PROTOCOL_VIOLATION.code(),
+                };
+                fatal(&mut s, code, &err.to_string()).await;
+            }
+            return None;
+        }
+    };
+    let config = shared.config();
+    if refuse_full {
+        Stats::bump(&shared.stats.sessions_refused);
+        fatal(
+            &mut stream,
+            SqlState::TOO_MANY_CONNECTIONS.code(),
+            "sorry, too many clients already",
+        )
+        .await;
+        return None;
+    }
+
+    let mut out = BytesMut::with_capacity(1024);
+    negotiate_version(version, &params, &mut out);
+
+    let Some(user) =
+        startup::param(&params, "user").map(|u| String::from_utf8_lossy(u).into_owned())
+    else {
+        fatal(
+            &mut stream,
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION.code(),
+            "no PostgreSQL user name specified in startup packet",
+        )
+        .await;
+        return None;
+    };
+    let db = startup::param(&params, "database")
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_else(|| user.clone());
+    let span = tracing::Span::current();
+    span.record("user", user.as_str());
+    span.record("db", db.as_str());
+
+    if startup::is_replication(&params) {
+        fatal(
+            &mut stream,
+            SqlState::FEATURE_NOT_SUPPORTED.code(),
+            "pgbaton does not proxy replication connections; connect to the server directly",
+        )
+        .await;
+        return None;
+    }
+
+    if !out.is_empty() {
+        // NegotiateProtocolVersion goes before authentication, as in Postgres.
+        if stream.write_all(&out).await.is_err() {
+            return None;
+        }
+        out.clear();
+    }
+    if let Err(e) =
+        client_auth::authenticate(&mut stream, shared, config.auth, &user, &mut out).await
+    {
+        warn!(error = %e, "client authentication failed");
+        fatal(&mut stream, e.sqlstate(), &e.to_string()).await;
+        return None;
+    }
+
+    let backend = config.default_backend().clone();
+    span.record("backend", backend.name.as_str());
+    let server = match connect_server(shared, &config, &backend, &params, &user).await {
+        Ok(s) => s,
+        Err(e) => {
+            Stats::bump(&shared.stats.server_connect_failures);
+            warn!(error = %e, "server login failed");
+            let _ = stream.write_all(&out).await;
+            match e.server_error() {
+                Some(raw) => {
+                    let _ = stream.write_all(raw).await;
+                    let _ = stream.flush().await;
+                }
+                None => fatal(&mut stream, e.sqlstate(), &format!("pgbaton: {e}")).await,
+            }
+            return None;
+        }
+    };
+
+    // The client sees the server's startup parameters, pgbaton's own key
+    // (never the server's), and the server's first ReadyForQuery.
+    let client_pid = (id % i32::MAX as u64) as i32;
+    let client_key: i32 = rand::random();
+    for notice in &server.notices {
+        out.extend_from_slice(notice);
+    }
+    for (n, v) in &server.params {
+        write::parameter_status(&mut out, n, v);
+    }
+    write::backend_key_data(&mut out, client_pid, client_key);
+    write::ready_for_query(&mut out, b'I');
+    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+        return None;
+    }
+    shared.cancel.register(
+        client_pid,
+        client_key,
+        CancelTarget {
+            backend: backend.clone(),
+            pid: server.pid,
+            key: server.key,
+        },
+    );
+    info!(server.pid = server.pid, "session started");
+    let relay = Relay::new(
+        stream,
+        server.stream,
+        server.leftover,
+        server.params,
+        config.max_message_size,
+    );
+    Some(Opened { client_pid, relay })
+}
+
+async fn run(
+    shared: &Shared,
+    mut opened: Opened,
+    mut shutdown: watch::Receiver<Option<Instant>>,
+) -> RelayEnd {
+    let end = opened.relay.run(&mut shutdown).await;
+    shared.cancel.remove(opened.client_pid);
+    if let RelayEnd::ClientProtocolError(_) = end {
+        Stats::bump(&shared.stats.protocol_errors);
+    }
+    end
+}
+
+/// Connects and logs in to `backend` for this client.
+pub async fn connect_server(
+    shared: &Shared,
+    config: &Config,
+    backend: &crate::config::Backend,
+    params: &[StartupParam],
+    user: &str,
+) -> Result<server::ServerConn, ServerError> {
+    let connector = shared.connector(&backend.name);
+    let stream = server::connect(backend, connector.as_ref(), config.connect_timeout).await?;
+    let password = config.user(user).and_then(|u| u.password_for_servers());
+    server::login(
+        stream,
+        backend,
+        Login {
+            params,
+            user,
+            password,
+            timeout: config.connect_timeout,
+        },
+    )
+    .await
+}
+
+/// Protocol 3.2 (PG18) and `_pq_.*` options: pgbaton speaks 3.0 and says so
+/// with NegotiateProtocolVersion, as a PG15 server does.
+fn negotiate_version(version: i32, params: &[StartupParam], out: &mut BytesMut) {
+    let unrecognized: Vec<&[u8]> = params
+        .iter()
+        .filter(|p| p.name.starts_with(b"_pq_."))
+        .map(|p| p.name.as_slice())
+        .collect();
+    if version != PROTOCOL_3_0 || !unrecognized.is_empty() {
+        write::negotiate_protocol_version(out, 0, &unrecognized);
+    }
+}
+
+async fn forward_cancel(shared: &Shared, pid: i32, key: i32) {
+    let Some(target) = shared.cancel.lookup(pid, key) else {
+        debug!(pid, "cancel request with unknown key ignored");
+        return;
+    };
+    let config = shared.config();
+    let connector = shared.connector(&target.backend.name);
+    match server::send_cancel(
+        &target.backend,
+        connector.as_ref(),
+        config.connect_timeout,
+        target.pid,
+        target.key,
+    )
+    .await
+    {
+        Ok(()) => {
+            Stats::bump(&shared.stats.cancels_forwarded);
+            info!(backend = %target.backend.name, server.pid = target.pid, "cancel forwarded");
+        }
+        Err(e) => warn!(error = %e, "cancel could not be forwarded"),
+    }
+}
+
+/// Sends a FATAL ErrorResponse written by pgbaton, best effort.
+pub async fn fatal(stream: &mut Stream, code: &str, message: &str) {
+    let mut out = BytesMut::new();
+    Report::new(Severity::Fatal, code, message).write(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.flush().await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,422 @@
+//! The relay loop: one task moves bytes both ways between a client and its
+//! current server connection.
+//!
+//! Reads and writes of both directions are separate `select!` branches, so a
+//! client that pipelines without reading (libpq pipeline mode, pgbench) can
+//! never deadlock against a server that is blocked writing results. Every
+//! branch is cancel-safe: `read_buf` and `write` either complete or leave no
+//! trace. A read is framed in place: complete messages go out as one frozen
+//! slice of the read buffer; a large message that nobody needs to inspect
+//! (DataRow, CopyData, ...) streams through in pieces without being buffered
+//! whole. So the hot path costs one read and one write per batch, and no
+//! per-message allocation or copy.
+
+use super::outbox::Outbox;
+use super::tracker::Tracker;
+use crate::net::Stream;
+use crate::protocol::backend::{error_fields, parameter_status, BackendTag};
+use crate::protocol::codec::{peek_frame, FrameError, HEADER_LEN};
+use crate::protocol::frontend::FrontendTag;
+use crate::protocol::write::{Report, Severity};
+use bytes::BytesMut;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_postgres::error::SqlState;
+
+/// Stop reading a side while this much is queued for the other.
+const HIGH_WATER: usize = 1 << 20;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a closing session may take to deliver its last bytes.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a relay ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Terminate, or the client closed its socket.
+    ClientClosed,
+    /// The server closed (after a FATAL, or unexpectedly).
+    ServerClosed { fatal_forwarded: bool },
+    /// The client sent something unframeable.
+    ClientProtocolError(String),
+    /// pgbaton is shutting down.
+    Shutdown,
+    /// A socket error on either side.
+    Io(String),
+}
+
+/// One direction's unread bytes plus the remainder of a message that is
+/// streaming through.
+#[derive(Default)]
+struct Inbox {
+    buf: BytesMut,
+    /// Bytes of the current message still to pass through unread.
+    streaming: usize,
+}
+
+impl Inbox {
+    fn reserve(&mut self) {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+    }
+}
+
+/// Everything the relay needs; the session owns it and gets it back when a
+/// relay ends, so a server connection can be replaced between relays.
+pub struct Relay {
+    pub client_r: ReadHalf<Stream>,
+    pub client_w: WriteHalf<Stream>,
+    pub server_r: ReadHalf<Stream>,
+    pub server_w: WriteHalf<Stream>,
+    pub tracker: Tracker,
+    /// ParameterStatus values the client has seen, in first-seen order.
+    pub client_params: Vec<(Vec<u8>, Vec<u8>)>,
+    pub max_message_size: usize,
+    client_in: Inbox,
+    server_in: Inbox,
+    to_server: Outbox,
+    to_client: Outbox,
+    client_dirty: bool,
+    server_dirty: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Delivering the last queued bytes, then ending with the reason.
+    Closing,
+}
+
+impl Relay {
+    pub fn new(
+        client: Stream,
+        server: Stream,
+        server_leftover: BytesMut,
+        client_params: Vec<(Vec<u8>, Vec<u8>)>,
+        max_message_size: usize,
+    ) -> Relay {
+        let (client_r, client_w) = tokio::io::split(client);
+        let (server_r, server_w) = tokio::io::split(server);
+        Relay {
+            client_r,
+            client_w,
+            server_r,
+            server_w,
+            tracker: Tracker::default(),
+            client_params,
+            max_message_size,
+            client_in: Inbox::default(),
+            server_in: Inbox {
+                buf: server_leftover,
+                streaming: 0,
+            },
+            to_server: Outbox::default(),
+            to_client: Outbox::default(),
+            client_dirty: false,
+            server_dirty: false,
+        }
+    }
+
+    /// Relays until the session ends. `shutdown` carries the drain deadline
+    /// once pgbaton is stopping.
+    pub async fn run(&mut self, shutdown: &mut watch::Receiver<Option<Instant>>) -> RelayEnd {
+        let mut phase = Phase::Running;
+        let mut end = RelayEnd::ClientClosed;
+        let mut client_open = true;
+        let mut server_open = true;
+        let mut fatal_forwarded = false;
+        let mut drain_deadline: Option<Instant> = *shutdown.borrow();
+        let mut close_deadline = Instant::now();
+
+        // Whatever the server sent with its first ReadyForQuery.
+        if !self.server_in.buf.is_empty() {
+            self.frame_server(&mut fatal_forwarded);
+        }
+
+        loop {
+            if phase == Phase::Running && drain_deadline.is_some() && self.tracker.is_safe_point() {
+                self.begin_close_with(
+                    SqlState::ADMIN_SHUTDOWN.code(),
+                    "terminating connection because pgbaton is shutting down",
+                    server_open,
+                );
+                end = RelayEnd::Shutdown;
+                phase = Phase::Closing;
+                close_deadline = Instant::now() + CLOSE_GRACE;
+            }
+            if phase == Phase::Closing {
+                client_open = false;
+                if !server_open {
+                    self.to_server.clear();
+                }
+                if self.to_client.is_empty() && self.to_server.is_empty() {
+                    let _ = self.client_w.flush().await;
+                    let _ = self.server_w.flush().await;
+                    return end;
+                }
+            }
+            self.client_in.reserve();
+            self.server_in.reserve();
+            let read_client = client_open && self.to_server.len() < HIGH_WATER;
+            let read_server =
+                server_open && phase == Phase::Running && self.to_client.len() < HIGH_WATER;
+            let write_server = server_open && !self.to_server.is_empty();
+            let write_client = !self.to_client.is_empty();
+            let flush_client = self.client_dirty && self.to_client.is_empty();
+            let flush_server = server_open && self.server_dirty && self.to_server.is_empty();
+            let draining = drain_deadline.is_some();
+            let drain_at = drain_deadline.unwrap_or_else(Instant::now);
+
+            tokio::select! {
+                r = self.client_r.read_buf(&mut self.client_in.buf), if read_client => match r {
+                    Ok(0) | Err(_) => {
+                        // Gone without Terminate: tell the server politely.
+                        client_open = false;
+                        if server_open {
+                            self.to_server.push(bytes::Bytes::from_static(b"X\0\0\0\x04"));
+                        }
+                        end = RelayEnd::ClientClosed;
+                        phase = Phase::Closing;
+                        close_deadline = Instant::now() + CLOSE_GRACE;
+                    }
+                    Ok(_) => match self.frame_client() {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            client_open = false;
+                            end = RelayEnd::ClientClosed;
+                            phase = Phase::Closing;
+                            close_deadline = Instant::now() + CLOSE_GRACE;
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            self.begin_close_with(SqlState::PROTOCOL_VIOLATION.code(), &msg, server_open);
+                            end = RelayEnd::ClientProtocolError(msg);
+                            phase = Phase::Closing;
+                            close_deadline = Instant::now() + CLOSE_GRACE;
+                        }
+                    },
+                },
+                r = self.server_r.read_buf(&mut self.server_in.buf), if read_server => match r {
+                    Ok(0) | Err(_) => {
+                        server_open = false;
+                        if !fatal_forwarded {
+                            self.report(
+                                SqlState::CONNECTION_FAILURE.code(),
+                                "pgbaton: the server closed the connection unexpectedly",
+                            );
+                        }
+                        end = RelayEnd::ServerClosed { fatal_forwarded };
+                        phase = Phase::Closing;
+                        close_deadline = Instant::now() + CLOSE_GRACE;
+                    }
+                    Ok(_) => self.frame_server(&mut fatal_forwarded),
+                },
+                r = pump(&mut self.server_w, &self.to_server), if write_server || flush_server => match r {
+                    Ok(n) if n > 0 => {
+                        self.to_server.advance(n);
+                        self.server_dirty = true;
+                    }
+                    Ok(_) if self.to_server.is_empty() => self.server_dirty = false,
+                    _ => {
+                        server_open = false;
+                        end = RelayEnd::Io("write to server failed".into());
+                        phase = Phase::Closing;
+                        close_deadline = Instant::now() + CLOSE_GRACE;
+                    }
+                },
+                r = pump(&mut self.client_w, &self.to_client), if write_client || flush_client => match r {
+                    Ok(n) if n > 0 => {
+                        self.to_client.advance(n);
+                        self.client_dirty = true;
+                    }
+                    Ok(_) if self.to_client.is_empty() => self.client_dirty = false,
+                    _ => return RelayEnd::Io("write to client failed".into()),
+                },
+                r = shutdown.changed(), if !draining && phase == Phase::Running => {
+                    match r {
+                        Ok(()) => drain_deadline = *shutdown.borrow(),
+                        // The proxy is gone: end now.
+                        Err(_) => drain_deadline = Some(Instant::now()),
+                    }
+                },
+                _ = tokio::time::sleep_until(drain_at), if draining && phase == Phase::Running => {
+                    self.begin_close_with(
+                        SqlState::ADMIN_SHUTDOWN.code(),
+                        "terminating connection because pgbaton is shutting down (shutdown_timeout reached)",
+                        server_open,
+                    );
+                    end = RelayEnd::Shutdown;
+                    phase = Phase::Closing;
+                    close_deadline = Instant::now() + CLOSE_GRACE;
+                },
+                _ = tokio::time::sleep_until(close_deadline), if phase == Phase::Closing => {
+                    return end;
+                },
+            }
+        }
+    }
+
+    /// Queues a FATAL for the client and a Terminate for the server.
+    fn begin_close_with(&mut self, code: &str, message: &str, server_open: bool) {
+        self.report(code, message);
+        if server_open {
+            self.to_server
+                .push(bytes::Bytes::from_static(b"X\0\0\0\x04"));
+        }
+    }
+
+    /// Queues a FATAL ErrorResponse written by pgbaton for the client.
+    fn report(&mut self, code: &str, message: &str) {
+        if self.server_in.streaming > 0 {
+            // Mid-message: anything inserted now would corrupt the framing
+            // the client sees; closing the socket says enough.
+            return;
+        }
+        let mut out = BytesMut::new();
+        Report::new(Severity::Fatal, code, message).write(&mut out);
+        self.to_client.push(out.freeze());
+    }
+
+    /// Frames what the client sent. Returns true when it sent Terminate.
+    fn frame_client(&mut self) -> Result<bool, FrameError> {
+        let max = self.max_message_size;
+        let inbox = &mut self.client_in;
+        let mut terminate = false;
+        loop {
+            if inbox.streaming > 0 {
+                let n = inbox.streaming.min(inbox.buf.len());
+                if n == 0 {
+                    return Ok(terminate);
+                }
+                self.to_server.push(inbox.buf.split_to(n).freeze());
+                inbox.streaming -= n;
+                continue;
+            }
+            let mut end = 0;
+            while let Some(frame) = peek_frame(&inbox.buf[end..], |t| {
+                FrontendTag::from_byte(t).body_limit(max)
+            })? {
+                let tag = FrontendTag::from_byte(frame.tag);
+                let have = inbox.buf.len() - end;
+                if have >= frame.total {
+                    self.tracker.on_frontend(tag);
+                    end += frame.total;
+                    if tag == FrontendTag::Terminate {
+                        terminate = true;
+                        break;
+                    }
+                } else if client_needs_body(tag) {
+                    inbox.buf.reserve(frame.total - have);
+                    break;
+                } else {
+                    self.tracker.on_frontend(tag);
+                    inbox.streaming = frame.total - have;
+                    end = inbox.buf.len();
+                    break;
+                }
+            }
+            if end > 0 {
+                self.to_server.push(inbox.buf.split_to(end).freeze());
+            }
+            if terminate {
+                inbox.buf.clear();
+                inbox.streaming = 0;
+            }
+            if inbox.streaming == 0 || inbox.buf.is_empty() {
+                return Ok(terminate);
+            }
+        }
+    }
+
+    /// Frames what the server sent and queues it for the client.
+    fn frame_server(&mut self, fatal_forwarded: &mut bool) {
+        let inbox = &mut self.server_in;
+        loop {
+            if inbox.streaming > 0 {
+                let n = inbox.streaming.min(inbox.buf.len());
+                if n == 0 {
+                    return;
+                }
+                self.to_client.push(inbox.buf.split_to(n).freeze());
+                inbox.streaming -= n;
+                continue;
+            }
+            let mut end = 0;
+            // The server is trusted to frame correctly; a bad length from it
+            // is still not a reason to panic: pass the bytes through.
+            while let Ok(Some(frame)) = peek_frame(&inbox.buf[end..], |_| usize::MAX) {
+                let tag = BackendTag::from_byte(frame.tag);
+                let have = inbox.buf.len() - end;
+                if have >= frame.total {
+                    let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
+                    self.tracker.on_backend(tag, body);
+                    match tag {
+                        BackendTag::ParameterStatus => {
+                            if let Some((n, v)) = parameter_status(body) {
+                                remember_param(&mut self.client_params, n, v);
+                            }
+                        }
+                        BackendTag::ErrorResponse if error_fields(body).is_fatal() => {
+                            *fatal_forwarded = true
+                        }
+                        _ => {}
+                    }
+                    end += frame.total;
+                } else if server_needs_body(tag) {
+                    inbox.buf.reserve(frame.total - have);
+                    break;
+                } else {
+                    self.tracker.on_backend(tag, &[]);
+                    inbox.streaming = frame.total - have;
+                    end = inbox.buf.len();
+                    break;
+                }
+            }
+            if end > 0 {
+                self.to_client.push(inbox.buf.split_to(end).freeze());
+            }
+            if inbox.streaming == 0 || inbox.buf.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+/// Writes the front of `out`, or flushes when it is empty. Cancel-safe: a
+/// write either happened (and its count is returned) or did not.
+async fn pump(w: &mut WriteHalf<Stream>, out: &Outbox) -> std::io::Result<usize> {
+    if out.is_empty() {
+        w.flush().await.map(|()| 0)
+    } else {
+        w.write(out.front()).await
+    }
+}
+
+/// Client messages whose body pgbaton reads (SQL for the ledger and the
+/// command comment); all others may stream through.
+fn client_needs_body(tag: FrontendTag) -> bool {
+    matches!(
+        tag,
+        FrontendTag::Query | FrontendTag::Parse | FrontendTag::Terminate
+    )
+}
+
+fn server_needs_body(tag: BackendTag) -> bool {
+    matches!(
+        tag,
+        BackendTag::ReadyForQuery | BackendTag::ParameterStatus | BackendTag::ErrorResponse
+    )
+}
+
+fn remember_param(params: &mut Vec<(Vec<u8>, Vec<u8>)>, name: &[u8], value: &[u8]) {
+    match params.iter_mut().find(|(n, _)| n == name) {
+        Some((_, v)) => {
+            v.clear();
+            v.extend_from_slice(value);
+        }
+        None => params.push((name.to_vec(), value.to_vec())),
+    }
+}
