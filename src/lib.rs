@@ -23,6 +23,8 @@ pub mod auth;
 pub mod cancel;
 pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod localpg;
 pub mod net;
 pub mod protocol;
 pub mod proxy;

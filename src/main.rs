@@ -58,10 +58,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Demo(args) => {
             init_tracing(LogFormat::Text);
-            {
-                let _ = args;
-                anyhow::bail!("demo not built yet")
-            }
+            runtime
+                .block_on(pgbaton::demo::run(&args.listen))
+                .map_err(Into::into)
         }
     }
 }

@@ -1,0 +1,101 @@
+//! `pgbaton demo`: the first thing a new user runs. Starts two throwaway local
+//! Postgres servers with the same small schema, runs a proxy in front of them
+//! with trust auth on loopback, prints the psql commands to try, and removes
+//! everything on Ctrl-C or SIGTERM.
+
+use crate::config::{Config, Overrides};
+use crate::localpg::{LocalPgOptions, LocalPostgres, PgBinaries};
+use crate::proxy::Proxy;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    LocalPg(#[from] crate::localpg::LocalPgError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
+    #[error("demo server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The schema loaded into both servers, so a moved session finds its tables.
+const SCHEMA: &str = "
+CREATE TABLE accounts (id int PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL);
+INSERT INTO accounts SELECT g, 'owner ' || g, 100 * g FROM generate_series(1, 10) AS g;
+CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), note text);
+";
+
+pub async fn run(listen: &str) -> Result<(), DemoError> {
+    // Fail early, with what to install, before starting anything.
+    PgBinaries::locate()?;
+    let (pg1, pg2) = tokio::task::spawn_blocking(|| -> Result<_, DemoError> {
+        let opts = LocalPgOptions::default();
+        let pg1 = LocalPostgres::start(&opts)?;
+        let pg2 = LocalPostgres::start(&opts)?;
+        for pg in [&pg1, &pg2] {
+            pg.psql("postgres", "CREATE DATABASE demo")?;
+            pg.psql("demo", SCHEMA)?;
+        }
+        Ok((pg1, pg2))
+    })
+    .await??;
+
+    let overrides = Overrides {
+        listen: Some(listen.to_string()),
+        backends: vec![format!("pg1={}", pg1.addr()), format!("pg2={}", pg2.addr())],
+        auth: Some("trust".into()),
+        admin_users: vec!["postgres".into()],
+        ..Default::default()
+    };
+    let mut config = Config::from_toml("", &overrides)?;
+    config.shutdown_timeout = std::time::Duration::from_secs(2);
+    for b in &mut config.backends {
+        b.tls = crate::config::ServerTls::Disable;
+    }
+    let proxy = Proxy::bind(config).await?;
+    let addr = proxy.local_addr();
+    let (host, port) = (addr.ip(), addr.port());
+    println!("pgbaton demo is running: two throwaway Postgres servers behind a proxy.");
+    println!();
+    println!("  pg1 (default)  {}      pg2  {}", pg1.addr(), pg2.addr());
+    println!("  proxy          {addr}   (trust auth, loopback only)");
+    println!();
+    println!("Connect through pgbaton:");
+    println!("  psql \"host={host} port={port} user=postgres dbname=demo\"");
+    println!("Open the admin console (coming soon: SHOW SESSIONS, SHOW BACKENDS):");
+    println!("  psql \"host={host} port={port} user=postgres dbname=pgbaton\"");
+    println!("Move your session to pg2, inside psql (coming soon):");
+    println!(
+        "  SELECT inet_server_port();  /* pgbaton: migrate to=pg2 */;  SELECT inet_server_port();"
+    );
+    println!();
+    println!("Press Ctrl-C to stop; everything the demo created is removed.");
+
+    let handle = proxy.handle();
+    let running = tokio::spawn(proxy.run());
+    wait_for_signal().await;
+    println!("\nstopping: closing sessions and removing the demo servers...");
+    handle.shutdown();
+    let _ = running.await;
+    // Dropping the servers stops them and removes their directories.
+    tokio::task::spawn_blocking(move || drop((pg1, pg2))).await?;
+    println!("done.");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
