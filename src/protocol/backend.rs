@@ -23,6 +23,11 @@ pub enum BackendTag {
     DataRow,
     RowDescription,
     NegotiateProtocolVersion,
+    EmptyQueryResponse,
+    PortalSuspended,
+    NoData,
+    ParameterDescription,
+    FunctionCallResponse,
     Unknown(u8),
 }
 
@@ -48,6 +53,11 @@ impl BackendTag {
             b'D' => BackendTag::DataRow,
             b'T' => BackendTag::RowDescription,
             b'v' => BackendTag::NegotiateProtocolVersion,
+            b'I' => BackendTag::EmptyQueryResponse,
+            b's' => BackendTag::PortalSuspended,
+            b'n' => BackendTag::NoData,
+            b't' => BackendTag::ParameterDescription,
+            b'V' => BackendTag::FunctionCallResponse,
             other => BackendTag::Unknown(other),
         }
     }

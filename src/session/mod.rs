@@ -217,11 +217,12 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
         },
     );
     info!(server.pid = server.pid, "session started");
+    let ledger = crate::ledger::Ledger::new(params, server.params);
     let relay = Relay::new(
         stream,
         server.stream,
         server.leftover,
-        server.params,
+        ledger,
         config.max_message_size,
     );
     Some(Opened { client_pid, relay })

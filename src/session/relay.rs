@@ -13,8 +13,9 @@
 
 use super::outbox::Outbox;
 use super::tracker::Tracker;
+use crate::ledger::Ledger;
 use crate::net::Stream;
-use crate::protocol::backend::{error_fields, parameter_status, BackendTag};
+use crate::protocol::backend::{error_fields, BackendTag};
 use crate::protocol::codec::{peek_frame, FrameError, HEADER_LEN};
 use crate::protocol::frontend::FrontendTag;
 use crate::protocol::write::{Report, Severity};
@@ -72,8 +73,7 @@ pub struct Relay {
     pub server_r: ReadHalf<Stream>,
     pub server_w: WriteHalf<Stream>,
     pub tracker: Tracker,
-    /// ParameterStatus values the client has seen, in first-seen order.
-    pub client_params: Vec<(Vec<u8>, Vec<u8>)>,
+    pub ledger: Ledger,
     pub max_message_size: usize,
     client_in: Inbox,
     server_in: Inbox,
@@ -95,7 +95,7 @@ impl Relay {
         client: Stream,
         server: Stream,
         server_leftover: BytesMut,
-        client_params: Vec<(Vec<u8>, Vec<u8>)>,
+        ledger: Ledger,
         max_message_size: usize,
     ) -> Relay {
         let (client_r, client_w) = tokio::io::split(client);
@@ -106,7 +106,7 @@ impl Relay {
             server_r,
             server_w,
             tracker: Tracker::default(),
-            client_params,
+            ledger,
             max_message_size,
             client_in: Inbox::default(),
             server_in: Inbox {
@@ -303,6 +303,8 @@ impl Relay {
                 let have = inbox.buf.len() - end;
                 if have >= frame.total {
                     self.tracker.on_frontend(tag);
+                    self.ledger
+                        .on_frontend(tag, &inbox.buf[end + HEADER_LEN..end + frame.total]);
                     end += frame.total;
                     if tag == FrontendTag::Terminate {
                         terminate = true;
@@ -313,6 +315,13 @@ impl Relay {
                     break;
                 } else {
                     self.tracker.on_frontend(tag);
+                    if tag == FrontendTag::Bind {
+                        // Its names come first; the parameters stream through.
+                        self.ledger
+                            .on_bind_prefix(&inbox.buf[(end + HEADER_LEN).min(inbox.buf.len())..]);
+                    } else {
+                        self.ledger.on_frontend(tag, &[]);
+                    }
                     inbox.streaming = frame.total - have;
                     end = inbox.buf.len();
                     break;
@@ -353,16 +362,9 @@ impl Relay {
                 if have >= frame.total {
                     let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
                     self.tracker.on_backend(tag, body);
-                    match tag {
-                        BackendTag::ParameterStatus => {
-                            if let Some((n, v)) = parameter_status(body) {
-                                remember_param(&mut self.client_params, n, v);
-                            }
-                        }
-                        BackendTag::ErrorResponse if error_fields(body).is_fatal() => {
-                            *fatal_forwarded = true
-                        }
-                        _ => {}
+                    self.ledger.on_backend(tag, body);
+                    if tag == BackendTag::ErrorResponse && error_fields(body).is_fatal() {
+                        *fatal_forwarded = true;
                     }
                     end += frame.total;
                 } else if server_needs_body(tag) {
@@ -370,6 +372,7 @@ impl Relay {
                     break;
                 } else {
                     self.tracker.on_backend(tag, &[]);
+                    self.ledger.on_backend(tag, &[]);
                     inbox.streaming = frame.total - have;
                     end = inbox.buf.len();
                     break;
@@ -409,14 +412,4 @@ fn server_needs_body(tag: BackendTag) -> bool {
         tag,
         BackendTag::ReadyForQuery | BackendTag::ParameterStatus | BackendTag::ErrorResponse
     )
-}
-
-fn remember_param(params: &mut Vec<(Vec<u8>, Vec<u8>)>, name: &[u8], value: &[u8]) {
-    match params.iter_mut().find(|(n, _)| n == name) {
-        Some((_, v)) => {
-            v.clear();
-            v.extend_from_slice(value);
-        }
-        None => params.push((name.to_vec(), value.to_vec())),
-    }
 }

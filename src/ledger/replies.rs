@@ -1,0 +1,388 @@
+//! Matching replies to requests. Every client message that gets an answer
+//! pushes what it expects; every server reply pops it. A change is applied
+//! only when its confirmation arrives (ParseComplete, CommandComplete,
+//! CloseComplete), and an ErrorResponse discards what the server will skip:
+//! the rest of a simple query, or the rest of an extended batch up to Sync
+//! (session-state.md §4.5, P4).
+
+use super::change::{query_changes, Change};
+use super::{Ledger, Prepared, PreparedKind};
+use crate::protocol::backend::BackendTag;
+use crate::protocol::codec::cstr;
+use crate::protocol::frontend::{self, FrontendTag};
+use crate::sql::Discard;
+use std::collections::{HashMap, VecDeque};
+
+/// One expected reply (or group of replies).
+#[derive(Debug)]
+pub(crate) enum Expect {
+    /// A simple Query: one CommandComplete per statement, then ReadyForQuery.
+    Query {
+        stmts: Option<Vec<Vec<Change>>>,
+        next: usize,
+    },
+    /// ParseComplete for a named statement.
+    ParseNamed(Box<(String, Prepared)>),
+    /// ParseComplete for the unnamed statement (body in `unnamed_pending`).
+    ParseUnnamed,
+    Bind,
+    Describe,
+    Execute(Vec<Change>),
+    /// CloseComplete; `Some(name)` for a statement.
+    Close(Option<String>),
+    Sync,
+    FunctionCall,
+}
+
+impl Expect {
+    fn ends_batch(&self) -> bool {
+        matches!(
+            self,
+            Expect::Query { .. } | Expect::Sync | Expect::FunctionCall
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Replies {
+    queue: VecDeque<Expect>,
+    /// An error arrived since the last ReadyForQuery.
+    error: bool,
+    /// Statement behind the unnamed portal (`None`: the unnamed statement).
+    unnamed_portal: Option<String>,
+    named_portals: HashMap<String, Option<String>>,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Ledger {
+    fn search_path(&self) -> Option<String> {
+        self.vars.current().settings.get("search_path").cloned()
+    }
+
+    fn note_custom_names(&mut self, changes: &[Vec<Change>]) {
+        for c in changes.iter().flatten() {
+            if let Change::Set { name, .. } = c {
+                if name.contains('.') && !self.custom_names.contains(name) {
+                    self.custom_names.insert(name.clone());
+                }
+            }
+        }
+    }
+
+    /// A complete client message, as it is forwarded.
+    pub fn on_frontend(&mut self, tag: FrontendTag, body: &[u8]) {
+        match tag {
+            FrontendTag::Query => {
+                let stmts = query_changes(frontend::query_text(body));
+                if let Some(s) = &stmts {
+                    self.note_custom_names(s);
+                }
+                // Any simple query destroys the unnamed statement (§4.5).
+                if self.unnamed.take().is_some() {
+                    self.version += 1;
+                }
+                self.replies
+                    .queue
+                    .push_back(Expect::Query { stmts, next: 0 });
+            }
+            FrontendTag::Parse => {
+                let Some(p) = frontend::parse_body(body) else {
+                    return;
+                };
+                let changes = query_changes(p.query)
+                    .and_then(|mut s| {
+                        if s.is_empty() {
+                            None
+                        } else {
+                            Some(s.swap_remove(0))
+                        }
+                    })
+                    .unwrap_or_default();
+                self.note_custom_names(std::slice::from_ref(&changes));
+                if p.name.is_empty() {
+                    let mut buf = self.spare.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(body);
+                    self.unnamed_pending.push_back((buf, changes));
+                    self.replies.queue.push_back(Expect::ParseUnnamed);
+                } else {
+                    let prepared = Prepared {
+                        kind: PreparedKind::Protocol {
+                            parse_body: body.to_vec(),
+                        },
+                        search_path: self.search_path(),
+                        changes,
+                    };
+                    self.replies
+                        .queue
+                        .push_back(Expect::ParseNamed(Box::new((text(p.name), prepared))));
+                }
+            }
+            FrontendTag::Bind => self.on_bind_prefix(body),
+            FrontendTag::Execute => {
+                let portal = cstr(body).map(|(p, _)| p).unwrap_or_default();
+                // Looked up by reference: executing a named statement must
+                // not allocate (pgbench -M prepared does it every query).
+                let stmt: Option<&str> = if portal.is_empty() {
+                    self.replies.unnamed_portal.as_deref()
+                } else {
+                    match self.replies.named_portals.get(&text(portal)) {
+                        Some(s) => s.as_deref(),
+                        None => None,
+                    }
+                };
+                let changes = match stmt {
+                    None => self.unnamed_changes(),
+                    Some(name) => self
+                        .prepared
+                        .get(name)
+                        .map(|p| p.changes.clone())
+                        .unwrap_or_default(),
+                };
+                self.replies.queue.push_back(Expect::Execute(changes));
+            }
+            FrontendTag::Describe => self.replies.queue.push_back(Expect::Describe),
+            FrontendTag::Close => {
+                let name = match body.split_first() {
+                    Some((b'S', rest)) => cstr(rest).map(|(n, _)| text(n)),
+                    _ => None,
+                };
+                self.replies.queue.push_back(Expect::Close(name));
+            }
+            FrontendTag::Sync => self.replies.queue.push_back(Expect::Sync),
+            FrontendTag::FunctionCall => self.replies.queue.push_back(Expect::FunctionCall),
+            _ => {}
+        }
+    }
+
+    fn unnamed_changes(&self) -> Vec<Change> {
+        // The statement an unnamed portal runs is the latest unnamed Parse,
+        // confirmed or still pending in the same batch.
+        match self.unnamed_pending.back() {
+            Some((_, c)) => c.clone(),
+            None => self
+                .unnamed
+                .as_ref()
+                .map(|p| p.changes.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A Bind, possibly only its first bytes (a Bind with large parameters
+    /// streams through): the portal and statement names come first.
+    pub fn on_bind_prefix(&mut self, body: &[u8]) {
+        let names =
+            cstr(body).and_then(|(portal, rest)| cstr(rest).map(|(stmt, _)| (portal, stmt)));
+        let stmt_name = |s: &[u8]| if s.is_empty() { None } else { Some(text(s)) };
+        match names {
+            Some((p, s)) if !p.is_empty() => {
+                self.replies.named_portals.insert(text(p), stmt_name(s));
+            }
+            Some((_, s)) => {
+                // Same statement as last time (every query of pgbench -M
+                // prepared): keep the string, allocate nothing.
+                let same = match &self.replies.unnamed_portal {
+                    None => s.is_empty(),
+                    Some(cur) => cur.as_bytes() == s,
+                };
+                if !same {
+                    self.replies.unnamed_portal = stmt_name(s);
+                }
+            }
+            None => self.replies.unnamed_portal = None,
+        }
+        self.replies.queue.push_back(Expect::Bind);
+    }
+
+    fn desync(&mut self) {
+        if !self.desynced {
+            tracing::warn!("ledger lost track of replies; the server check is the only truth now");
+        }
+        self.desynced = true;
+    }
+
+    /// A complete server message, as it is forwarded. `body` is empty for
+    /// messages that stream through (their content is never needed).
+    pub fn on_backend(&mut self, tag: BackendTag, body: &[u8]) {
+        match tag {
+            BackendTag::ParseComplete => match self.replies.queue.pop_front() {
+                Some(Expect::ParseNamed(b)) => {
+                    let (name, p) = *b;
+                    self.prepared.insert(name, p);
+                    self.version += 1;
+                }
+                Some(Expect::ParseUnnamed) => {
+                    if let Some((buf, changes)) = self.unnamed_pending.pop_front() {
+                        let search_path = self.search_path();
+                        let old = self.unnamed.replace(Prepared {
+                            kind: PreparedKind::Protocol { parse_body: buf },
+                            search_path,
+                            changes,
+                        });
+                        if let Some(Prepared {
+                            kind: PreparedKind::Protocol { parse_body },
+                            ..
+                        }) = old
+                        {
+                            self.spare.push(parse_body);
+                        }
+                        self.version += 1;
+                    }
+                }
+                _ => self.desync(),
+            },
+            BackendTag::BindComplete => self.expect(|e| matches!(e, Expect::Bind)),
+            BackendTag::NoData | BackendTag::RowDescription => {
+                // A RowDescription inside a simple query's results belongs to it.
+                if matches!(self.replies.queue.front(), Some(Expect::Describe)) {
+                    self.replies.queue.pop_front();
+                }
+            }
+            BackendTag::CloseComplete => match self.replies.queue.pop_front() {
+                Some(Expect::Close(Some(name))) => {
+                    if self.prepared.remove(&name).is_some() {
+                        self.version += 1;
+                    }
+                }
+                Some(Expect::Close(None)) => {}
+                _ => self.desync(),
+            },
+            BackendTag::CommandComplete => {
+                let tag = cstr(body).map(|(t, _)| t).unwrap_or_default();
+                match self.replies.queue.front_mut() {
+                    Some(Expect::Query { stmts, next }) => {
+                        let changes = stmts
+                            .as_mut()
+                            .and_then(|s| s.get_mut(*next))
+                            .map(std::mem::take);
+                        *next += 1;
+                        if let Some(changes) = changes {
+                            self.apply(&changes, tag);
+                        }
+                    }
+                    Some(Expect::Execute(_)) => {
+                        if let Some(Expect::Execute(changes)) = self.replies.queue.pop_front() {
+                            self.apply(&changes, tag);
+                        }
+                    }
+                    _ => self.desync(),
+                }
+            }
+            BackendTag::EmptyQueryResponse | BackendTag::PortalSuspended => {
+                if matches!(self.replies.queue.front(), Some(Expect::Execute(_))) {
+                    self.replies.queue.pop_front();
+                }
+            }
+            BackendTag::ErrorResponse => {
+                self.replies.error = true;
+                // The server skips the rest of the batch up to Sync.
+                while let Some(front) = self.replies.queue.front() {
+                    if front.ends_batch() {
+                        break;
+                    }
+                    if let Some(Expect::ParseUnnamed) = self.replies.queue.pop_front() {
+                        if let Some((buf, _)) = self.unnamed_pending.pop_front() {
+                            self.spare.push(buf);
+                        }
+                    }
+                }
+            }
+            BackendTag::ReadyForQuery => {
+                // Whatever did not answer before ReadyForQuery never will.
+                while let Some(e) = self.replies.queue.pop_front() {
+                    if e.ends_batch() {
+                        break;
+                    }
+                    self.desync();
+                }
+                let status = body.first().copied().unwrap_or(b'I');
+                if self.vars.ready(status, self.replies.error) {
+                    self.version += 1;
+                }
+                self.replies.error = false;
+                if status == b'I' {
+                    // Portals end with their transaction.
+                    self.replies.named_portals.clear();
+                }
+            }
+            BackendTag::ParameterStatus => {
+                if let Some((n, v)) = crate::protocol::backend::parameter_status(body) {
+                    match self.reported.iter_mut().find(|(name, _)| name == n) {
+                        Some((_, value)) => {
+                            value.clear();
+                            value.extend_from_slice(v);
+                        }
+                        None => self.reported.push((n.to_vec(), v.to_vec())),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn expect(&mut self, want: impl Fn(&Expect) -> bool) {
+        match self.replies.queue.front() {
+            Some(e) if want(e) => {
+                self.replies.queue.pop_front();
+            }
+            _ => self.desync(),
+        }
+    }
+
+    /// Applies one confirmed statement's changes.
+    fn apply(&mut self, changes: &[Change], tag: &[u8]) {
+        if changes.is_empty() {
+            return;
+        }
+        self.version += 1;
+        for c in changes {
+            match c {
+                Change::Prepare { name, text } => {
+                    let changes = query_changes(text.as_bytes())
+                        .and_then(|mut s| {
+                            if s.is_empty() {
+                                None
+                            } else {
+                                Some(s.swap_remove(0))
+                            }
+                        })
+                        .unwrap_or_default();
+                    let search_path = self.search_path();
+                    self.prepared.insert(
+                        name.clone(),
+                        Prepared {
+                            kind: PreparedKind::Sql { text: text.clone() },
+                            search_path,
+                            changes,
+                        },
+                    );
+                }
+                Change::Deallocate(Some(name)) => {
+                    self.prepared.remove(name);
+                }
+                Change::Deallocate(None) => self.prepared.clear(),
+                Change::AdvisoryLock => self.blockers.advisory_locks += 1,
+                Change::AdvisoryUnlock => {
+                    self.blockers.advisory_locks = self.blockers.advisory_locks.saturating_sub(1)
+                }
+                Change::AdvisoryUnlockAll => self.blockers.advisory_locks = 0,
+                Change::Load(lib) => self.blockers.loaded_libraries.push(lib.clone()),
+                Change::DblinkConnect => self.blockers.dblink_connections += 1,
+                Change::DblinkDisconnect => {
+                    self.blockers.dblink_connections =
+                        self.blockers.dblink_connections.saturating_sub(1)
+                }
+                Change::OpaqueSetConfig => self.blockers.opaque_set_config = true,
+                Change::Discard(Discard::All) => {
+                    self.prepared.clear();
+                    self.blockers.advisory_locks = 0;
+                    self.vars.apply(c, tag);
+                }
+                other => self.vars.apply(other, tag),
+            }
+        }
+    }
+}
