@@ -33,6 +33,11 @@ impl CancelRegistry {
         }
     }
 
+    /// The server process a session's cancels currently go to.
+    pub fn lookup_pid(&self, pid: i32) -> Option<i32> {
+        self.lock().get(&pid).map(|(_, t)| t.pid)
+    }
+
     pub fn remove(&self, pid: i32) {
         self.lock().remove(&pid);
     }

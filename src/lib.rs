@@ -16,9 +16,13 @@
 //! - [`cancel`]: virtual cancel keys mapped to the current server connection.
 //! - [`proxy`]: the listener, session limits, graceful shutdown.
 //! - [`localpg`]: throwaway local Postgres servers for `pgbaton demo` and tests.
+//! - [`ledger`]: what each session's state is, from the wire and the server.
+//! - [`sql`]: SQL lexer and classifier, and the `/* pgbaton: */` command.
+//! - [`admin`]: the admin console (database `pgbaton`), one file per command.
 //! - [`demo`]: the embedded demo.
 //! - [`cli`]: command-line definitions.
 
+pub mod admin;
 pub mod auth;
 pub mod cancel;
 pub mod cli;

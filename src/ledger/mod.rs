@@ -16,6 +16,7 @@
 //! - [`view`]: rows and summaries for the admin console.
 
 pub mod change;
+pub mod check;
 pub mod replies;
 pub mod vars;
 pub mod view;

@@ -123,6 +123,24 @@ mod tests {
     }
 
     #[test]
+    fn picks_newest_version_with_initdb() {
+        let root = std::env::temp_dir().join(format!("localpg-bintest-{}", std::process::id()));
+        for (version, with_initdb) in [("9.6", true), ("10", true), ("16", false), ("common", true)]
+        {
+            let bin = root.join(version).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            if with_initdb {
+                std::fs::write(bin.join("initdb"), "").unwrap();
+                std::fs::set_permissions(bin.join("initdb"), PermissionsExt::from_mode(0o755))
+                    .unwrap();
+            }
+        }
+        let found = newest_versioned_bindir(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found, Some(root.join("10").join("bin")));
+    }
+
+    #[test]
     fn at_rejects_dir_without_initdb() {
         let err = PgBinaries::at(std::env::temp_dir()).unwrap_err();
         assert!(err.to_string().contains("PG_BINDIR"), "{err}");

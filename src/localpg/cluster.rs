@@ -16,7 +16,7 @@ use super::{conf, template, LocalPgError, LocalPgOptions, PgBinaries};
 const HOST: &str = "127.0.0.1";
 /// Starts that fail because another process took the port first get this many tries in all.
 const PORT_TRIES: u32 = 5;
-/// Seconds `pg_ctl` waits for start, stop and promote (its own default, made explicit).
+/// Seconds `pg_ctl` waits for start, stop and promote: generous, because a loaded CI box is slow.
 const PG_CTL_TIMEOUT: &str = "60";
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -249,4 +249,26 @@ fn create_server_root(runner: &Runner) -> Result<PathBuf, LocalPgError> {
         path: tmp,
         err: std::io::ErrorKind::AlreadyExists.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forces the race `launch_on_free_port` handles: another process binds the port first.
+    #[test]
+    fn start_retries_on_a_taken_port() {
+        let opts = LocalPgOptions::default();
+        let runner = Runner::detect().expect("runner");
+        let (bins, template) = template::prepare(&runner, &opts.superuser).expect("template");
+        let mut pg = LocalPostgres::allocate(bins, runner, opts).expect("allocate");
+        template::copy_tree(&template, &pg.data_dir, &pg.runner).expect("copy");
+        conf::write_hba(&pg.data_dir, pg.opts.host_auth, &pg.runner).expect("hba");
+        let squatter = std::net::TcpListener::bind((HOST, pg.port())).expect("bind leased port");
+        let taken = pg.port();
+        pg.launch_on_free_port().expect("start on another port");
+        assert_ne!(pg.port(), taken);
+        assert!(pg.log_contents().contains("Address already in use"));
+        drop(squatter);
+    }
 }

@@ -26,10 +26,10 @@ pub enum LocalPgError {
         tried: String,
     },
 
-    /// `PG_BINDIR` is set but names a directory without `initdb`.
+    /// `PG_BINDIR` (or [`PgBinaries::at`](super::PgBinaries::at)) names a dir without `initdb`.
     #[error(
-        "PG_BINDIR is `{}`, which holds no `initdb`; point it at the server's bin directory \
-         (e.g. /usr/lib/postgresql/15/bin) or unset it",
+        "no `initdb` in `{}` (given by PG_BINDIR or PgBinaries::at); point PG_BINDIR at the \
+         server's bin directory (e.g. /usr/lib/postgresql/15/bin) or unset it",
         .0.display()
     )]
     BadBinDir(PathBuf),

@@ -36,7 +36,8 @@ impl LocalPostgres {
                 "-f",
             ])
             .arg(&script)
-            // Our LC_ALL=C would otherwise make psql pick SQL_ASCII.
+            // The output is decoded as UTF-8 below; ask for that rather than rely on psql's
+            // locale-dependent default.
             .env("PGCLIENTENCODING", "UTF8");
         let output = cmd.output();
         let _ = std::fs::remove_file(&script);

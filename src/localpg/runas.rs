@@ -163,7 +163,27 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
-    use super::lookup_user;
+    use super::{lookup_user, run, Runner};
+    use std::path::Path;
+
+    #[test]
+    fn tools_run_without_root_privileges() {
+        let runner = Runner::detect().expect("runner");
+        let mut cmd = runner.command(Path::new("id"), Path::new("/"));
+        cmd.arg("-G");
+        let out = run(&mut cmd).expect("id -G");
+        let groups = String::from_utf8_lossy(&out.stdout);
+        if runner.owner.is_some() {
+            // Neither uid 0 nor root's group 0 may survive the switch.
+            assert!(
+                !groups.split_whitespace().any(|g| g == "0"),
+                "groups: {groups}"
+            );
+            let mut cmd = runner.command(Path::new("id"), Path::new("/"));
+            let uid = run(cmd.arg("-u")).expect("id -u");
+            assert_ne!(String::from_utf8_lossy(&uid.stdout).trim(), "0");
+        }
+    }
 
     #[test]
     fn looks_up_root_and_not_nonsense() {

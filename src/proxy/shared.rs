@@ -6,6 +6,7 @@ use crate::auth::scram::StoredSecret;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::net::tls::{self, TlsError};
+use crate::session::registry::SessionRegistry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -35,8 +36,10 @@ pub struct Shared {
     /// SCRAM secrets of configured users, derived once at start.
     pub secrets: HashMap<String, StoredSecret>,
     pub cancel: CancelRegistry,
+    pub sessions: SessionRegistry,
     pub stats: Stats,
     next_session: AtomicU64,
+    unreachable: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Shared {
@@ -64,8 +67,10 @@ impl Shared {
             connectors: RwLock::new(connectors),
             secrets,
             cancel: CancelRegistry::default(),
+            sessions: SessionRegistry::default(),
             stats: Stats::default(),
             next_session: AtomicU64::new(1),
+            unreachable: Default::default(),
         })
     }
 
@@ -83,6 +88,30 @@ impl Shared {
             .get(backend)
             .cloned()
             .flatten()
+    }
+
+    /// `ok`, or `unreachable` when the last attempt to log in to it failed
+    /// for a reason on the server's side of the network.
+    pub fn backend_status(&self, backend: &str) -> &'static str {
+        if self
+            .unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(backend)
+        {
+            "unreachable"
+        } else {
+            "ok"
+        }
+    }
+
+    pub fn note_backend_reachable(&self, backend: &str, reachable: bool) {
+        let mut set = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        if reachable {
+            set.remove(backend);
+        } else {
+            set.insert(backend.to_string());
+        }
     }
 
     pub fn next_session_id(&self) -> u64 {

@@ -5,9 +5,11 @@
 //! server halves, so the connection can be replaced at a safe point: that is
 //! what a migration does.
 
+pub mod check;
 pub mod client_auth;
 pub mod handshake;
 pub mod outbox;
+pub mod registry;
 pub mod relay;
 pub mod tracker;
 
@@ -21,8 +23,10 @@ use crate::proxy::Shared;
 use crate::server::{self, Login, ServerError};
 use bytes::BytesMut;
 use handshake::{HandshakeError, Opening};
+use registry::{Live, SessionEntry, SessionState};
 use relay::{Relay, RelayEnd};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -64,24 +68,39 @@ pub async fn serve(
                 return;
             }
         };
-        shared
-            .stats
-            .sessions_active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let end = run(&shared, opened, shutdown).await;
-        shared
-            .stats
-            .sessions_active
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        info!(reason = ?end, "session ended");
+        match opened {
+            Opened::Admin { stream, user, out } => {
+                crate::admin::serve(&shared, stream, &user, out, shutdown).await;
+                info!("admin session ended");
+            }
+            Opened::Proxy(session) => {
+                shared.stats.sessions_active.fetch_add(1, Ordering::Relaxed);
+                let end = run(&shared, session, id, peer, shutdown).await;
+                shared.stats.sessions_active.fetch_sub(1, Ordering::Relaxed);
+                info!(reason = ?end, "session ended");
+            }
+        }
     }
     .instrument(span)
     .await
 }
 
-/// A session that got through startup.
-struct Opened {
+/// A client that got through startup.
+enum Opened {
+    Proxy(Box<ProxySession>),
+    /// An admin user on database `pgbaton`; `out` holds AuthenticationOk.
+    Admin {
+        stream: Stream,
+        user: String,
+        out: BytesMut,
+    },
+}
+
+struct ProxySession {
     client_pid: i32,
+    user: String,
+    database: String,
+    application_name: String,
     relay: Relay,
 }
 
@@ -173,11 +192,33 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
         return None;
     }
 
+    if db == crate::admin::DATABASE {
+        if !config.is_admin(&user) {
+            warn!("admin console refused: not an admin user");
+            let _ = stream.write_all(&out).await;
+            fatal(
+                &mut stream,
+                SqlState::INSUFFICIENT_PRIVILEGE.code(),
+                &format!(
+                    "user \"{user}\" may not use the pgbaton admin console (see --admin-user)"
+                ),
+            )
+            .await;
+            return None;
+        }
+        return Some(Opened::Admin { stream, user, out });
+    }
+
     let backend = config.default_backend().clone();
     span.record("backend", backend.name.as_str());
     let server = match connect_server(shared, &config, &backend, &params, &user).await {
-        Ok(s) => s,
+        Ok(s) => {
+            shared.note_backend_reachable(&backend.name, true);
+            s
+        }
         Err(e) => {
+            let down = matches!(e, ServerError::Connect { .. } | ServerError::Timeout { .. });
+            shared.note_backend_reachable(&backend.name, !down);
             Stats::bump(&shared.stats.server_connect_failures);
             warn!(error = %e, "server login failed");
             let _ = stream.write_all(&out).await;
@@ -217,6 +258,9 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
         },
     );
     info!(server.pid = server.pid, "session started");
+    let application_name = startup::param(&params, "application_name")
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .unwrap_or_default();
     let ledger = crate::ledger::Ledger::new(params, server.params);
     let relay = Relay::new(
         stream,
@@ -225,16 +269,47 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
         ledger,
         config.max_message_size,
     );
-    Some(Opened { client_pid, relay })
+    Some(Opened::Proxy(Box::new(ProxySession {
+        client_pid,
+        user,
+        database: db,
+        application_name,
+        relay,
+    })))
 }
 
 async fn run(
     shared: &Shared,
-    mut opened: Opened,
+    mut session: Box<ProxySession>,
+    id: u64,
+    peer: SocketAddr,
     mut shutdown: watch::Receiver<Option<Instant>>,
 ) -> RelayEnd {
-    let end = opened.relay.run(&mut shutdown).await;
-    shared.cancel.remove(opened.client_pid);
+    let live = Live {
+        backend: shared.config().default_backend().name.clone(),
+        backend_pid: shared
+            .cancel
+            .lookup_pid(session.client_pid)
+            .unwrap_or_default(),
+        state: SessionState::Idle,
+        tx_status: 'I',
+        summary: session.relay.ledger.summary(),
+        migrations: 0,
+    };
+    let (entry, control) = SessionEntry::new(
+        id,
+        session.client_pid,
+        std::mem::take(&mut session.user),
+        std::mem::take(&mut session.database),
+        std::mem::take(&mut session.application_name),
+        peer,
+        live,
+    );
+    let _registration = shared.sessions.register(entry.clone());
+    session.relay.control = Some(control);
+    session.relay.entry = Some(entry);
+    let end = session.relay.run(&mut shutdown).await;
+    shared.cancel.remove(session.client_pid);
     if let RelayEnd::ClientProtocolError(_) = end {
         Stats::bump(&shared.stats.protocol_errors);
     }

@@ -12,7 +12,11 @@
 //! per-message allocation or copy.
 
 use super::outbox::Outbox;
+use super::registry::{
+    CheckError, CheckReport, Control, LedgerSnapshot, SessionEntry, SessionState,
+};
 use super::tracker::Tracker;
+use crate::ledger::check::differences;
 use crate::ledger::Ledger;
 use crate::net::Stream;
 use crate::protocol::backend::{error_fields, BackendTag};
@@ -20,9 +24,11 @@ use crate::protocol::codec::{peek_frame, FrameError, HEADER_LEN};
 use crate::protocol::frontend::FrontendTag;
 use crate::protocol::write::{Report, Severity};
 use bytes::BytesMut;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 
@@ -51,10 +57,10 @@ pub enum RelayEnd {
 /// One direction's unread bytes plus the remainder of a message that is
 /// streaming through.
 #[derive(Default)]
-struct Inbox {
-    buf: BytesMut,
+pub(super) struct Inbox {
+    pub(super) buf: BytesMut,
     /// Bytes of the current message still to pass through unread.
-    streaming: usize,
+    pub(super) streaming: usize,
 }
 
 impl Inbox {
@@ -75,12 +81,19 @@ pub struct Relay {
     pub tracker: Tracker,
     pub ledger: Ledger,
     pub max_message_size: usize,
-    client_in: Inbox,
-    server_in: Inbox,
-    to_server: Outbox,
-    to_client: Outbox,
+    /// Requests from the admin console or a move; `None` when detached.
+    pub control: Option<mpsc::Receiver<Control>>,
+    /// Where the live snapshot of this session is published.
+    pub entry: Option<Arc<SessionEntry>>,
+    pub(super) client_in: Inbox,
+    pub(super) server_in: Inbox,
+    pub(super) to_server: Outbox,
+    pub(super) to_client: Outbox,
     client_dirty: bool,
     server_dirty: bool,
+    pending_checks: Vec<oneshot::Sender<Result<CheckReport, CheckError>>>,
+    /// Last published (state, tx status, ledger version).
+    published: (SessionState, char, u64),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -117,7 +130,79 @@ impl Relay {
             to_client: Outbox::default(),
             client_dirty: false,
             server_dirty: false,
+            control: None,
+            entry: None,
+            pending_checks: Vec::new(),
+            published: (SessionState::Idle, 'I', 0),
         }
+    }
+
+    /// Nothing in flight in either direction: the session can be paused,
+    /// checked or moved without losing or reordering a byte.
+    pub fn at_safe_point(&self) -> bool {
+        self.tracker.is_safe_point()
+            && self.client_in.buf.is_empty()
+            && self.client_in.streaming == 0
+            && self.server_in.streaming == 0
+            && self.to_server.is_empty()
+    }
+
+    /// Publishes state, transaction status and ledger summary when they
+    /// changed (a lock only on change, not per message).
+    fn publish(&mut self) {
+        let Some(entry) = &self.entry else { return };
+        let state = if self.tracker.is_quiet() {
+            SessionState::Idle
+        } else {
+            SessionState::Active
+        };
+        let now = (
+            state,
+            self.tracker.tx_status().as_char(),
+            self.ledger.version(),
+        );
+        if now != self.published {
+            let summary = if now.2 != self.published.2 {
+                Some(self.ledger.summary())
+            } else {
+                None
+            };
+            entry.update(|live| {
+                live.state = now.0;
+                live.tx_status = now.1;
+                if let Some(s) = summary {
+                    live.summary = s;
+                }
+            });
+            self.published = now;
+        }
+    }
+
+    fn on_control(&mut self, cmd: Control) {
+        match cmd {
+            Control::Ledger(reply) => {
+                let _ = reply.send(LedgerSnapshot {
+                    rows: self.ledger.rows(),
+                    summary: self.ledger.summary(),
+                });
+            }
+            Control::Check(reply) => self.pending_checks.push(reply),
+        }
+    }
+
+    /// Runs the server check for everyone waiting. Returns false when the
+    /// connection can no longer be trusted and the session must end.
+    async fn run_checks(&mut self) -> bool {
+        let result = self.server_check().await;
+        let fatal = matches!(result, Err(ref e) if !matches!(e, CheckError::Server(_)));
+        let report = result.map(|server| CheckReport {
+            differences: differences(&self.ledger, &server),
+            server,
+        });
+        for reply in self.pending_checks.drain(..) {
+            let _ = reply.send(report.clone());
+        }
+        !fatal
     }
 
     /// Relays until the session ends. `shutdown` carries the drain deadline
@@ -137,6 +222,22 @@ impl Relay {
         }
 
         loop {
+            if phase == Phase::Running
+                && !self.pending_checks.is_empty()
+                && self.at_safe_point()
+                && server_open
+            {
+                if !self.run_checks().await {
+                    self.report(
+                        SqlState::CONNECTION_FAILURE.code(),
+                        "pgbaton: lost track of the server connection during a state check",
+                    );
+                    server_open = false;
+                    end = RelayEnd::Io("server check failed".into());
+                    phase = Phase::Closing;
+                    close_deadline = Instant::now() + CLOSE_GRACE;
+                }
+            }
             if phase == Phase::Running && drain_deadline.is_some() && self.tracker.is_safe_point() {
                 self.begin_close_with(
                     SqlState::ADMIN_SHUTDOWN.code(),
@@ -183,7 +284,7 @@ impl Relay {
                         close_deadline = Instant::now() + CLOSE_GRACE;
                     }
                     Ok(_) => match self.frame_client() {
-                        Ok(false) => {}
+                        Ok(false) => self.publish(),
                         Ok(true) => {
                             client_open = false;
                             end = RelayEnd::ClientClosed;
@@ -212,7 +313,14 @@ impl Relay {
                         phase = Phase::Closing;
                         close_deadline = Instant::now() + CLOSE_GRACE;
                     }
-                    Ok(_) => self.frame_server(&mut fatal_forwarded),
+                    Ok(_) => {
+                        self.frame_server(&mut fatal_forwarded);
+                        self.publish();
+                    }
+                },
+                cmd = recv_control(&mut self.control), if self.control.is_some() && phase == Phase::Running => match cmd {
+                    Some(cmd) => self.on_control(cmd),
+                    None => self.control = None,
                 },
                 r = pump(&mut self.server_w, &self.to_server), if write_server || flush_server => match r {
                     Ok(n) if n > 0 => {
@@ -385,6 +493,13 @@ impl Relay {
                 return;
             }
         }
+    }
+}
+
+async fn recv_control(control: &mut Option<mpsc::Receiver<Control>>) -> Option<Control> {
+    match control {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

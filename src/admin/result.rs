@@ -1,0 +1,65 @@
+//! What a console command answers: a result set of text columns, or an error
+//! with a real SQLSTATE.
+
+use crate::protocol::write::{self, Report, Severity};
+use bytes::BytesMut;
+use thiserror::Error;
+
+pub struct ResultSet {
+    pub columns: Vec<&'static str>,
+    pub rows: Vec<Vec<Option<String>>>,
+    pub tag: String,
+}
+
+impl ResultSet {
+    pub fn new(columns: Vec<&'static str>) -> ResultSet {
+        ResultSet {
+            columns,
+            rows: Vec::new(),
+            tag: String::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Option<String>>) {
+        debug_assert_eq!(row.len(), self.columns.len());
+        self.rows.push(row);
+    }
+
+    pub fn write(&self, out: &mut BytesMut) {
+        write::row_description(out, &self.columns);
+        for r in &self.rows {
+            let values: Vec<Option<&str>> = r.iter().map(|v| v.as_deref()).collect();
+            write::data_row(out, &values);
+        }
+        let tag = if self.tag.is_empty() {
+            format!("SELECT {}", self.rows.len())
+        } else {
+            self.tag.clone()
+        };
+        write::command_complete(out, &tag);
+    }
+}
+
+#[derive(Debug, Clone, Error)]
+#[error("{message}")]
+pub struct AdminError {
+    pub code: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl AdminError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> AdminError {
+        AdminError {
+            code,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn write(&self, out: &mut BytesMut) {
+        let mut r = Report::new(Severity::Error, self.code, &self.message);
+        r.hint = self.hint.as_deref();
+        r.write(out);
+    }
+}

@@ -1,0 +1,183 @@
+//! Running sessions, for the admin console and for moves: each session
+//! registers an entry with what it is (user, database, client) and a live
+//! snapshot (backend, state, ledger summary), plus a control channel into
+//! its task.
+
+use crate::ledger::check::ServerState;
+use crate::ledger::view::{LedgerRow, LedgerSummary};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests a session task answers.
+pub enum Control {
+    /// The ledger as rows, at once.
+    Ledger(oneshot::Sender<LedgerSnapshot>),
+    /// Ask the server at the next safe point and compare with the ledger.
+    Check(oneshot::Sender<Result<CheckReport, CheckError>>),
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerSnapshot {
+    pub rows: Vec<LedgerRow>,
+    pub summary: LedgerSummary,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub server: ServerState,
+    /// Where the ledger and the server disagree; empty when they agree.
+    pub differences: Vec<String>,
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum CheckError {
+    #[error("the session ended")]
+    Ended,
+    #[error("no safe point within {0:?}")]
+    Timeout(Duration),
+    #[error("the server refused the check: {0}")]
+    Server(String),
+    #[error("the server check failed: {0}")]
+    Broken(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Nothing in flight.
+    Idle,
+    /// A request is being answered.
+    Active,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Idle => "idle",
+            SessionState::Active => "active",
+        }
+    }
+}
+
+/// What changes while a session runs.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub backend: String,
+    pub backend_pid: i32,
+    pub state: SessionState,
+    pub tx_status: char,
+    pub summary: LedgerSummary,
+    pub migrations: u32,
+}
+
+pub struct SessionEntry {
+    pub id: u64,
+    pub client_pid: i32,
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    pub client_addr: SocketAddr,
+    live: Mutex<Live>,
+    control: mpsc::Sender<Control>,
+}
+
+impl SessionEntry {
+    pub fn new(
+        id: u64,
+        client_pid: i32,
+        user: String,
+        database: String,
+        application_name: String,
+        client_addr: SocketAddr,
+        live: Live,
+    ) -> (Arc<SessionEntry>, mpsc::Receiver<Control>) {
+        let (tx, rx) = mpsc::channel(16);
+        let entry = SessionEntry {
+            id,
+            client_pid,
+            user,
+            database,
+            application_name,
+            client_addr,
+            live: Mutex::new(live),
+            control: tx,
+        };
+        (Arc::new(entry), rx)
+    }
+
+    pub fn live(&self) -> Live {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Live)) {
+        f(&mut self.live.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub async fn ledger(&self) -> Option<LedgerSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::Ledger(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Runs the server check at the session's next safe point.
+    pub async fn check(&self, wait: Duration) -> Result<CheckReport, CheckError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Check(tx))
+            .await
+            .map_err(|_| CheckError::Ended)?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(CheckError::Ended),
+            Err(_) => Err(CheckError::Timeout(wait)),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SessionRegistry {
+    map: Mutex<BTreeMap<u64, Arc<SessionEntry>>>,
+}
+
+/// Removes its session from the registry when dropped.
+pub struct Registration<'a> {
+    registry: &'a SessionRegistry,
+    id: u64,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
+}
+
+impl SessionRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<SessionEntry>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(&self, entry: Arc<SessionEntry>) -> Registration<'_> {
+        let id = entry.id;
+        self.lock().insert(id, entry);
+        Registration { registry: self, id }
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<SessionEntry>> {
+        self.lock().get(&id).cloned()
+    }
+
+    /// All sessions, by id.
+    pub fn list(&self) -> Vec<Arc<SessionEntry>> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn count_on(&self, backend: &str) -> usize {
+        self.list()
+            .iter()
+            .filter(|e| e.live().backend == backend)
+            .count()
+    }
+}
