@@ -71,6 +71,8 @@ mod tests {
                 port: 5432,
                 tls: ServerTls::Disable,
                 ca_file: None,
+                foreign: false,
+                draining: false,
             },
             pid,
             key: 99,

@@ -13,6 +13,8 @@
 //!   credentials, cancel requests.
 //! - [`session`]: one task per client: handshake, client auth, protocol
 //!   tracker (safe points) and the relay loop.
+//! - [`migration`]: moving a session: pre-stage, safe point, check, replay,
+//!   verify, swap.
 //! - [`cancel`]: virtual cancel keys mapped to the current server connection.
 //! - [`proxy`]: the listener, session limits, graceful shutdown.
 //! - [`localpg`]: throwaway local Postgres servers for `pgbaton demo` and tests.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod ledger;
 pub mod localpg;
+pub mod migration;
 pub mod net;
 pub mod protocol;
 pub mod proxy;

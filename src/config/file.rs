@@ -14,6 +14,9 @@ pub struct RawConfig {
     pub connect_timeout: Option<String>,
     pub max_message_size: Option<usize>,
     pub log_format: Option<String>,
+    pub migration_wait: Option<String>,
+    pub drain_on_timeout: Option<String>,
+    pub scale_out_hook: Option<String>,
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
@@ -36,6 +39,8 @@ pub struct RawBackend {
     pub port: Option<u16>,
     pub tls: Option<String>,
     pub ca_file: Option<String>,
+    pub foreign: Option<bool>,
+    pub draining: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

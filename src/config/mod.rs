@@ -72,6 +72,12 @@ pub struct Backend {
     pub tls: ServerTls,
     /// CA bundle for `verify-full`.
     pub ca_file: Option<PathBuf>,
+    /// An independent cluster (not a physical copy of the others): moves to
+    /// it are allowed, but not for sessions whose statements use type OIDs
+    /// that only exist in their own cluster.
+    pub foreign: bool,
+    /// Being drained: new sessions avoid it and its sessions are moved away.
+    pub draining: bool,
 }
 
 impl Backend {
@@ -125,12 +131,23 @@ pub struct Config {
     /// Largest client message body accepted (Query, Parse, Bind, CopyData).
     pub max_message_size: usize,
     pub log_format: LogFormat,
+    /// How long a move waits for a safe point unless told otherwise.
+    pub migration_wait: Duration,
+    /// Drains: what happens to a session still pinned when the wait is over.
+    pub drain_on_timeout: crate::migration::OnTimeout,
+    /// SCALE OUT without a target runs this; it must start a server and print
+    /// `NAME HOST:PORT` on its last line of output.
+    pub scale_out_hook: Option<String>,
 }
 
 impl Config {
+    /// Where new sessions go: the first backend that is not draining.
     pub fn default_backend(&self) -> &Backend {
         // Validation guarantees at least one backend.
-        &self.backends[0]
+        self.backends
+            .iter()
+            .find(|b| !b.draining)
+            .unwrap_or(&self.backends[0])
     }
 
     pub fn backend(&self, name: &str) -> Option<&Backend> {

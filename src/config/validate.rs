@@ -101,6 +101,17 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
     };
     let shutdown_timeout = duration("shutdown_timeout", &raw.shutdown_timeout, 30)?;
     let connect_timeout = duration("connect_timeout", &raw.connect_timeout, 10)?;
+    let migration_wait = duration("migration_wait", &raw.migration_wait, 30)?;
+    let drain_on_timeout = match raw.drain_on_timeout.as_deref().unwrap_or("abort") {
+        "abort" => crate::migration::OnTimeout::Abort,
+        "disconnect" => crate::migration::OnTimeout::Disconnect,
+        other => {
+            return Err(invalid(
+                "drain_on_timeout",
+                format!("{other:?}: expected \"abort\" or \"disconnect\""),
+            ))
+        }
+    };
 
     let max_message_size = raw
         .max_message_size
@@ -125,6 +136,12 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         key: PathBuf::from(t.key),
     });
 
+    if raw.backends.iter().all(|b| b.draining == Some(true)) && !raw.backends.is_empty() {
+        return Err(invalid(
+            "backends",
+            "every backend is draining: new sessions would have nowhere to go",
+        ));
+    }
     if raw.backends.is_empty() {
         return Err(invalid(
             "backends",
@@ -184,6 +201,9 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         connect_timeout,
         max_message_size,
         log_format,
+        migration_wait,
+        drain_on_timeout,
+        scale_out_hook: raw.scale_out_hook.filter(|h| !h.trim().is_empty()),
     })
 }
 
@@ -238,6 +258,8 @@ fn backend(i: usize, b: RawBackend) -> Result<Backend, ConfigError> {
         port: b.port.unwrap_or(5432),
         tls,
         ca_file,
+        foreign: b.foreign.unwrap_or(false),
+        draining: b.draining.unwrap_or(false),
     })
 }
 
@@ -256,6 +278,8 @@ fn backend_flag(s: &str) -> Result<RawBackend, ConfigError> {
         // like libpq does and fall back to plain text.
         tls: None,
         ca_file: None,
+        foreign: None,
+        draining: None,
     })
 }
 

@@ -24,7 +24,7 @@ pub const CHECK_SQL: &str = "SELECT json_build_object(
   'settings', (SELECT coalesce(json_object_agg(lower(name), setting), '{}') FROM pg_settings WHERE source = 'session'),
   'custom', (SELECT coalesce(json_object_agg(n, current_setting(n, true)), '{}') FROM unnest($1::text[]) AS n),
   'prepared', (SELECT coalesce(json_agg(json_build_object('name', name, 'statement', statement,
-                 'parameter_types', parameter_types::oid[], 'from_sql', from_sql) ORDER BY name), '[]')
+                 'parameter_types', parameter_types::oid[]::int8[], 'from_sql', from_sql) ORDER BY name), '[]')
                FROM pg_prepared_statements WHERE name <> $2),
   'listen', (SELECT coalesce(json_agg(c ORDER BY c), '[]') FROM pg_listening_channels() AS c),
   'holdable_cursors', (SELECT count(*) FROM pg_cursors WHERE is_holdable),
@@ -87,6 +87,33 @@ impl ServerState {
             Some(r.join(", "))
         }
     }
+}
+
+/// Appends the check's Parse, Bind, Execute and Close (no Sync, so a caller
+/// can put it at the end of a longer batch).
+pub fn check_batch(custom_names: &BTreeSet<String>, out: &mut bytes::BytesMut) {
+    use bytes::BufMut;
+    use postgres_protocol::message::frontend;
+    const TEXT_ARRAY_OID: u32 = 1009;
+    const TEXT_OID: u32 = 25;
+    let names = text_array_literal(custom_names);
+    frontend::parse(CHECK_NAME, CHECK_SQL, [TEXT_ARRAY_OID, TEXT_OID], out)
+        .expect("static names have no NUL");
+    crate::protocol::write::message(out, b'B', |b| {
+        b.put_slice(CHECK_NAME.as_bytes());
+        b.put_u8(0);
+        b.put_slice(CHECK_NAME.as_bytes());
+        b.put_u8(0);
+        b.put_i16(0); // all parameters in text
+        b.put_i16(2);
+        for v in [names.as_bytes(), CHECK_NAME.as_bytes()] {
+            b.put_i32(v.len() as i32);
+            b.put_slice(v);
+        }
+        b.put_i16(0); // results in text
+    });
+    frontend::execute(CHECK_NAME, 0, out).expect("static name");
+    frontend::close(b'S', CHECK_NAME, out).expect("static name");
 }
 
 /// The array literal for `$1`: every name double-quoted and escaped.

@@ -4,7 +4,9 @@
 
 use crate::auth::scram::StoredSecret;
 use crate::cancel::CancelRegistry;
-use crate::config::Config;
+use crate::config::{Backend, Config};
+use crate::migration::history::History;
+use crate::migration::identity::Identity;
 use crate::net::tls::{self, TlsError};
 use crate::session::registry::SessionRegistry;
 use std::collections::HashMap;
@@ -40,6 +42,9 @@ pub struct Shared {
     pub stats: Stats,
     next_session: AtomicU64,
     unreachable: std::sync::Mutex<std::collections::HashSet<String>>,
+    identities: std::sync::Mutex<HashMap<String, Identity>>,
+    /// Moves, for SHOW MIGRATIONS.
+    pub history: History,
 }
 
 impl Shared {
@@ -71,6 +76,8 @@ impl Shared {
             stats: Stats::default(),
             next_session: AtomicU64::new(1),
             unreachable: Default::default(),
+            identities: Default::default(),
+            history: History::default(),
         })
     }
 
@@ -112,6 +119,43 @@ impl Shared {
         } else {
             set.insert(backend.to_string());
         }
+    }
+
+    pub fn identity_cache(&self, backend: &str) -> Option<Identity> {
+        self.identities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(backend)
+            .cloned()
+    }
+
+    pub fn remember_identity(&self, backend: &str, id: Identity) {
+        self.identities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(backend.to_string(), id);
+    }
+
+    /// Replaces the configuration (RELOAD, SCALE OUT). New backends get
+    /// their TLS connector; sessions keep the server they have.
+    pub fn set_config(&self, config: Config) -> Result<(), TlsError> {
+        let mut connectors = self.connectors.write().unwrap_or_else(|p| p.into_inner());
+        for b in &config.backends {
+            if !connectors.contains_key(&b.name) {
+                connectors.insert(b.name.clone(), tls::connector(b)?);
+            }
+        }
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        Ok(())
+    }
+
+    /// Makes `name` the default for new sessions (first in the list),
+    /// adding it when it is new.
+    pub fn make_default(&self, backend: Backend) -> Result<(), TlsError> {
+        let mut config = (*self.config()).clone();
+        config.backends.retain(|b| b.name != backend.name);
+        config.backends.insert(0, backend);
+        self.set_config(config)
     }
 
     pub fn next_session_id(&self) -> u64 {

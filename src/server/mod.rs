@@ -4,6 +4,7 @@
 //! to a client.
 
 mod auth;
+pub mod batch;
 mod connect;
 mod error;
 mod startup;

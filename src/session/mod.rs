@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod client_auth;
+pub mod command;
 pub mod handshake;
 pub mod outbox;
 pub mod registry;
@@ -261,14 +262,8 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
     let application_name = startup::param(&params, "application_name")
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .unwrap_or_default();
-    let ledger = crate::ledger::Ledger::new(params, server.params);
-    let relay = Relay::new(
-        stream,
-        server.stream,
-        server.leftover,
-        ledger,
-        config.max_message_size,
-    );
+    let ledger = crate::ledger::Ledger::new(params, server.params.clone());
+    let relay = Relay::new(stream, server, ledger, config.max_message_size);
     Some(Opened::Proxy(Box::new(ProxySession {
         client_pid,
         user,
@@ -279,7 +274,7 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
 }
 
 async fn run(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut session: Box<ProxySession>,
     id: u64,
     peer: SocketAddr,
@@ -307,6 +302,12 @@ async fn run(
     );
     let _registration = shared.sessions.register(entry.clone());
     session.relay.control = Some(control);
+    session.relay.ctx = Some(relay::RelayCtx {
+        shared: shared.clone(),
+        id,
+        user: entry.user.clone(),
+        client_pid: session.client_pid,
+    });
     session.relay.entry = Some(entry);
     let end = session.relay.run(&mut shutdown).await;
     shared.cancel.remove(session.client_pid);

@@ -5,6 +5,7 @@
 
 use crate::ledger::check::ServerState;
 use crate::ledger::view::{LedgerRow, LedgerSummary};
+use crate::migration::{MoveError, MoveOutcome, MoveRequest};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,8 @@ pub enum Control {
     Ledger(oneshot::Sender<LedgerSnapshot>),
     /// Ask the server at the next safe point and compare with the ledger.
     Check(oneshot::Sender<Result<CheckReport, CheckError>>),
+    /// Move the session.
+    Migrate(MoveRequest, oneshot::Sender<Result<MoveOutcome, MoveError>>),
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +123,16 @@ impl SessionEntry {
         let (tx, rx) = oneshot::channel();
         self.control.send(Control::Ledger(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Moves the session; answers when the move is done or aborted.
+    pub async fn migrate(&self, request: MoveRequest) -> Result<MoveOutcome, MoveError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Migrate(request, tx))
+            .await
+            .map_err(|_| MoveError::Ended)?;
+        rx.await.unwrap_or(Err(MoveError::Ended))
     }
 
     /// Runs the server check at the session's next safe point.

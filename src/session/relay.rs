@@ -11,18 +11,24 @@
 //! whole. So the hot path costs one read and one write per batch, and no
 //! per-message allocation or copy.
 
+use super::command::is_command;
 use super::outbox::Outbox;
 use super::registry::{
     CheckError, CheckReport, Control, LedgerSnapshot, SessionEntry, SessionState,
 };
 use super::tracker::Tracker;
+use crate::config::Backend;
 use crate::ledger::check::differences;
 use crate::ledger::Ledger;
+use crate::migration::stage::{Move, Reply, Stage};
+use crate::migration::{MoveError, OnTimeout};
 use crate::net::Stream;
 use crate::protocol::backend::{error_fields, BackendTag};
 use crate::protocol::codec::{peek_frame, FrameError, HEADER_LEN};
 use crate::protocol::frontend::FrontendTag;
 use crate::protocol::write::{Report, Severity};
+use crate::proxy::Shared;
+use bytes::Bytes;
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,10 +63,10 @@ pub enum RelayEnd {
 /// One direction's unread bytes plus the remainder of a message that is
 /// streaming through.
 #[derive(Default)]
-pub(super) struct Inbox {
-    pub(super) buf: BytesMut,
+pub(crate) struct Inbox {
+    pub(crate) buf: BytesMut,
     /// Bytes of the current message still to pass through unread.
-    pub(super) streaming: usize,
+    pub(crate) streaming: usize,
 }
 
 impl Inbox {
@@ -85,15 +91,38 @@ pub struct Relay {
     pub control: Option<mpsc::Receiver<Control>>,
     /// Where the live snapshot of this session is published.
     pub entry: Option<Arc<SessionEntry>>,
-    pub(super) client_in: Inbox,
-    pub(super) server_in: Inbox,
-    pub(super) to_server: Outbox,
-    pub(super) to_client: Outbox,
+    pub(crate) client_in: Inbox,
+    pub(crate) server_in: Inbox,
+    pub(crate) to_server: Outbox,
+    pub(crate) to_client: Outbox,
     client_dirty: bool,
     server_dirty: bool,
     pending_checks: Vec<oneshot::Sender<Result<CheckReport, CheckError>>>,
     /// Last published (state, tx status, ledger version).
     published: (SessionState, char, u64),
+    /// Who this session is, for moves; `None` in unit tests.
+    pub ctx: Option<RelayCtx>,
+    /// The server the session is on now.
+    pub backend: Backend,
+    pub server_pid: i32,
+    pub(crate) moving: Option<Move>,
+    /// A Query holding a command comment, not forwarded (yet).
+    pub(crate) held: Option<Bytes>,
+    /// Client bytes wait in the inbox to be framed (after a held command).
+    reframe: bool,
+    /// Notifications from a server the session just left.
+    pub(crate) late_tx: mpsc::UnboundedSender<Bytes>,
+    late_rx: mpsc::UnboundedReceiver<Bytes>,
+}
+
+/// The session a relay serves, for moves.
+#[derive(Clone)]
+pub struct RelayCtx {
+    pub shared: Arc<Shared>,
+    pub id: u64,
+    /// The user the client logged in as (startup `user`).
+    pub user: String,
+    pub client_pid: i32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -106,11 +135,14 @@ enum Phase {
 impl Relay {
     pub fn new(
         client: Stream,
-        server: Stream,
-        server_leftover: BytesMut,
+        server: crate::server::ServerConn,
         ledger: Ledger,
         max_message_size: usize,
     ) -> Relay {
+        let server_leftover = server.leftover;
+        let (backend, server_pid) = (server.backend, server.pid);
+        let server = server.stream;
+        let (late_tx, late_rx) = mpsc::unbounded_channel();
         let (client_r, client_w) = tokio::io::split(client);
         let (server_r, server_w) = tokio::io::split(server);
         Relay {
@@ -134,6 +166,14 @@ impl Relay {
             entry: None,
             pending_checks: Vec::new(),
             published: (SessionState::Idle, 'I', 0),
+            ctx: None,
+            backend,
+            server_pid,
+            moving: None,
+            held: None,
+            reframe: false,
+            late_tx,
+            late_rx,
         }
     }
 
@@ -141,7 +181,8 @@ impl Relay {
     /// checked or moved without losing or reordering a byte.
     pub fn at_safe_point(&self) -> bool {
         self.tracker.is_safe_point()
-            && self.client_in.buf.is_empty()
+            // Bytes after a held command wait unframed: they come later.
+            && (self.client_in.buf.is_empty() || self.held.is_some())
             && self.client_in.streaming == 0
             && self.server_in.streaming == 0
             && self.to_server.is_empty()
@@ -187,6 +228,7 @@ impl Relay {
                 });
             }
             Control::Check(reply) => self.pending_checks.push(reply),
+            Control::Migrate(request, reply) => self.start_move(request, Reply::Channel(reply)),
         }
     }
 
@@ -208,6 +250,17 @@ impl Relay {
     /// Relays until the session ends. `shutdown` carries the drain deadline
     /// once pgbaton is stopping.
     pub async fn run(&mut self, shutdown: &mut watch::Receiver<Option<Instant>>) -> RelayEnd {
+        let end = self.run_inner(shutdown).await;
+        if let Some(m) = self.moving.take() {
+            if let Stage::PreStaging(h) = &m.stage {
+                h.abort();
+            }
+            self.finish_move(m, Err(MoveError::Ended));
+        }
+        end
+    }
+
+    async fn run_inner(&mut self, shutdown: &mut watch::Receiver<Option<Instant>>) -> RelayEnd {
         let mut phase = Phase::Running;
         let mut end = RelayEnd::ClientClosed;
         let mut client_open = true;
@@ -222,6 +275,66 @@ impl Relay {
         }
 
         loop {
+            // A held command comment, once everything before it is answered.
+            if phase == Phase::Running
+                && self.held.is_some()
+                && self.moving.is_none()
+                && self.tracker.is_quiet()
+                && self.to_server.is_empty()
+            {
+                self.process_held();
+            }
+            // Client bytes that arrived behind a command that is now answered.
+            if phase == Phase::Running && self.held.is_none() && self.reframe && client_open {
+                self.reframe = false;
+                match self.frame_client() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        client_open = false;
+                        end = RelayEnd::ClientClosed;
+                        phase = Phase::Closing;
+                        close_deadline = Instant::now() + CLOSE_GRACE;
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        self.begin_close_with(
+                            SqlState::PROTOCOL_VIOLATION.code(),
+                            &msg,
+                            server_open,
+                        );
+                        end = RelayEnd::ClientProtocolError(msg);
+                        phase = Phase::Closing;
+                        close_deadline = Instant::now() + CLOSE_GRACE;
+                    }
+                }
+            }
+            // A pre-staged move at a safe point: the pause.
+            if phase == Phase::Running
+                && server_open
+                && matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)))
+                && self.at_safe_point()
+            {
+                let Some(mut m) = self.moving.take() else {
+                    unreachable!()
+                };
+                let stage = std::mem::replace(&mut m.stage, Stage::Done);
+                let Stage::WaitingForSafePoint(staged) = stage else {
+                    unreachable!()
+                };
+                let result = self.cutover(*staged, m.request.dry_run).await;
+                let source_lost = matches!(result, Err(MoveError::SourceLost(_)));
+                self.finish_move(m, result);
+                if source_lost {
+                    self.report(
+                        SqlState::CONNECTION_FAILURE.code(),
+                        "pgbaton: the server connection failed during a move; the session cannot continue",
+                    );
+                    server_open = false;
+                    end = RelayEnd::Io("source lost during a move".into());
+                    phase = Phase::Closing;
+                    close_deadline = Instant::now() + CLOSE_GRACE;
+                }
+            }
             if phase == Phase::Running
                 && !self.pending_checks.is_empty()
                 && self.at_safe_point()
@@ -261,7 +374,11 @@ impl Relay {
             }
             self.client_in.reserve();
             self.server_in.reserve();
-            let read_client = client_open && self.to_server.len() < HIGH_WATER;
+            let read_client =
+                client_open && self.held.is_none() && self.to_server.len() < HIGH_WATER;
+            let prestaging =
+                matches!(&self.moving, Some(m) if matches!(m.stage, Stage::PreStaging(_)));
+            let move_deadline = self.moving.as_ref().map(|m| m.deadline);
             let read_server =
                 server_open && phase == Phase::Running && self.to_client.len() < HIGH_WATER;
             let write_server = server_open && !self.to_server.is_empty();
@@ -360,6 +477,45 @@ impl Relay {
                     phase = Phase::Closing;
                     close_deadline = Instant::now() + CLOSE_GRACE;
                 },
+                r = prestaged(&mut self.moving), if prestaging && phase == Phase::Running => {
+                    match r {
+                        Ok(staged) => {
+                            if let Some(m) = &mut self.moving {
+                                m.stage = Stage::WaitingForSafePoint(Box::new(staged));
+                            }
+                        }
+                        Err(e) => {
+                            if let Some(m) = self.moving.take() {
+                                self.finish_move(m, Err(e));
+                            }
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(move_deadline.unwrap_or_else(Instant::now)), if move_deadline.is_some() && phase == Phase::Running => {
+                    if let Some(m) = self.moving.take() {
+                        if let Stage::PreStaging(h) = &m.stage {
+                            h.abort();
+                        }
+                        let reason = match m.stage {
+                            Stage::PreStaging(_) => "the target was not ready in time".to_string(),
+                            _ => self.not_safe_reason(),
+                        };
+                        let disconnect = m.request.on_timeout == OnTimeout::Disconnect;
+                        let wait = m.request.wait;
+                        self.finish_move(m, Err(MoveError::NoSafePoint { wait, reason }));
+                        if disconnect {
+                            self.begin_close_with(
+                                SqlState::ADMIN_SHUTDOWN.code(),
+                                "terminating connection because its server is being drained and the session could not move",
+                                server_open,
+                            );
+                            end = RelayEnd::Shutdown;
+                            phase = Phase::Closing;
+                            close_deadline = Instant::now() + CLOSE_GRACE;
+                        }
+                    }
+                },
+                Some(msg) = self.late_rx.recv() => self.to_client.push(msg),
                 _ = tokio::time::sleep_until(close_deadline), if phase == Phase::Closing => {
                     return end;
                 },
@@ -404,12 +560,19 @@ impl Relay {
                 continue;
             }
             let mut end = 0;
+            let mut hold = None;
             while let Some(frame) = peek_frame(&inbox.buf[end..], |t| {
                 FrontendTag::from_byte(t).body_limit(max)
             })? {
                 let tag = FrontendTag::from_byte(frame.tag);
                 let have = inbox.buf.len() - end;
                 if have >= frame.total {
+                    if tag == FrontendTag::Query
+                        && is_command(&inbox.buf[end + HEADER_LEN..end + frame.total])
+                    {
+                        hold = Some(frame.total);
+                        break;
+                    }
                     self.tracker.on_frontend(tag);
                     self.ledger
                         .on_frontend(tag, &inbox.buf[end + HEADER_LEN..end + frame.total]);
@@ -437,6 +600,13 @@ impl Relay {
             }
             if end > 0 {
                 self.to_server.push(inbox.buf.split_to(end).freeze());
+            }
+            if let Some(total) = hold {
+                // Held until everything before it is answered; nothing
+                // after it is framed meanwhile.
+                self.held = Some(inbox.buf.split_to(total).freeze());
+                self.reframe = true;
+                return Ok(terminate);
             }
             if terminate {
                 inbox.buf.clear();
@@ -493,6 +663,26 @@ impl Relay {
                 return;
             }
         }
+    }
+}
+
+/// Waits for a pre-staging task. Cancel-safe: awaiting a `&mut JoinHandle`
+/// loses nothing.
+async fn prestaged(
+    moving: &mut Option<Move>,
+) -> Result<crate::migration::target::Staged, MoveError> {
+    match moving {
+        Some(Move {
+            stage: Stage::PreStaging(h),
+            ..
+        }) => match h.await {
+            Ok(r) => r,
+            Err(e) => Err(MoveError::Replay {
+                backend: String::new(),
+                message: format!("pre-staging task failed: {e}"),
+            }),
+        },
+        _ => std::future::pending().await,
     }
 }
 

@@ -203,6 +203,7 @@ fn parse_bool(s: &[u8]) -> Option<bool> {
 
 /// Which function a name token calls, if it is one of ours. Unquoted names
 /// match case-insensitively, quoted ones exactly.
+#[inline]
 pub(crate) fn call_flag(t: &Token<'_>) -> u8 {
     let name = match t.kind {
         TokenKind::Ident => t.text,

@@ -9,7 +9,7 @@
 use super::calls::{self, Calls};
 use super::effect::{Discard, Effect, Target, Transaction};
 use super::ident::Ident;
-use super::lexer::{Syntax, Token, TokenKind};
+use super::lexer::{is_space, Syntax, Token, TokenKind};
 use super::set;
 use super::split::StmtLexer;
 
@@ -89,6 +89,7 @@ impl<'s, 'a> Parser<'s, 'a> {
         }
     }
 
+    #[inline]
     pub(super) fn next(&mut self) -> Option<Token<'a>> {
         let t = self.peeked.take().or_else(|| self.lexer.next_token())?;
         self.start = self.start.min(t.start);
@@ -225,7 +226,7 @@ fn prepare<'a>(p: &mut Parser<'_, 'a>) -> Option<Effect<'a>> {
     let mut params = None;
     if p.peek().is_some_and(|t| t.kind == TokenKind::LParen) {
         let open = p.next()?;
-        let mut depth = 0u32;
+        let (mut depth, mut last) = (0u32, open);
         let close = loop {
             let t = p.next()?;
             match t.kind {
@@ -234,8 +235,14 @@ fn prepare<'a>(p: &mut Parser<'_, 'a>) -> Option<Effect<'a>> {
                 TokenKind::RParen => depth -= 1,
                 _ => {}
             }
+            last = t;
         };
-        params = p.lexer.source().get(open.end()..close.start);
+        // From the first type's start to the last one's end.
+        let start = p.lexer.source()[open.end()..close.start]
+            .iter()
+            .position(|&b| !is_space(b))
+            .map_or(close.start, |n| open.end() + n);
+        params = p.lexer.source().get(start..last.end().max(start));
     }
     if !p.eat("as") {
         return None;
@@ -347,31 +354,40 @@ fn create<'a>(p: &mut Parser<'_, 'a>) -> Option<Effect<'a>> {
 /// Scans the rest of a statement for state-changing calls and for
 /// `SELECT ... INTO [GLOBAL|LOCAL] TEMP t` / `INTO pg_temp.t`.
 fn scan<'a>(p: &mut Parser<'_, 'a>, first: &Token<'a>) -> Effect<'a> {
-    #[derive(PartialEq)]
-    enum Into {
-        No,
+    enum After {
+        Other,
         Into,
-        Schema,
+        TempSchema,
     }
     let mut flags = 0u8;
     let mut pending = 0u8;
-    let mut into = Into::No;
+    let mut after = After::Other;
     let mut temp = false;
     // INSERT INTO and MERGE INTO name a target table, not a new one.
     let is_insert = |t: &Token<'_>| t.is_keyword("insert") || t.is_keyword("merge");
     let mut insert = is_insert(first);
     while let Some(t) = p.next() {
-        if t.kind == TokenKind::LParen {
-            flags |= pending;
+        let prev = std::mem::replace(&mut after, After::Other);
+        let after_insert = std::mem::replace(&mut insert, false);
+        let call = std::mem::replace(&mut pending, 0);
+        match t.kind {
+            TokenKind::Ident | TokenKind::QuotedIdent => {}
+            TokenKind::LParen => {
+                flags |= call;
+                continue;
+            }
+            TokenKind::Dot => {
+                temp |= matches!(prev, After::TempSchema);
+                continue;
+            }
+            _ => continue,
         }
         pending = calls::call_flag(&t);
-        let after_insert = std::mem::replace(&mut insert, false);
-        match std::mem::replace(&mut into, Into::No) {
-            Into::Schema => temp |= t.kind == TokenKind::Dot,
-            Into::Into if t.is_keyword("temp") || t.is_keyword("temporary") => temp = true,
-            Into::Into if t.is_keyword("global") || t.is_keyword("local") => into = Into::Into,
-            Into::Into if calls::is_temp_schema(&t) => into = Into::Schema,
-            Into::No if t.is_keyword("into") && !after_insert => into = Into::Into,
+        match prev {
+            After::Into if t.is_keyword("temp") || t.is_keyword("temporary") => temp = true,
+            After::Into if t.is_keyword("global") || t.is_keyword("local") => after = After::Into,
+            After::Into if calls::is_temp_schema(&t) => after = After::TempSchema,
+            After::Other if t.is_keyword("into") && !after_insert => after = After::Into,
             _ => insert = is_insert(&t),
         }
     }

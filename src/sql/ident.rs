@@ -71,35 +71,55 @@ impl<'a> Ident<'a> {
         }
     }
 
-    /// Whether [`to_name`](Self::to_name) equals `name`; allocates only for
-    /// names that need decoding (quoted with `""`, escapes, qualified).
+    /// Whether [`to_name`](Self::to_name) equals `name`. Compares in place
+    /// for plain identifiers, qualified or not, and for quoted names and
+    /// strings without doubled quotes or escapes; allocates only otherwise.
     pub fn eq_name(&self, name: &str) -> bool {
         let (raw, syntax) = match self.0 {
             Repr::Fixed(fixed) => return fixed == name,
             Repr::Sql(raw, syntax) => (raw, syntax),
         };
-        let mut lexer = Lexer::with_syntax(raw, syntax);
-        let first = lexer.next();
-        if let (Some(t), None) = (first, lexer.next()) {
-            let inner = t.text.get(1..t.text.len().saturating_sub(1)).unwrap_or(b"");
-            let simple = t.text.len() <= MAX_IDENT_BYTES && t.terminated;
-            match t.kind {
-                TokenKind::Ident if simple => {
-                    return !name.bytes().any(|b| b.is_ascii_uppercase())
-                        && t.text.eq_ignore_ascii_case(name.as_bytes());
+        let mut rest = name.as_bytes();
+        for t in Lexer::with_syntax(raw, syntax) {
+            let part = match t.kind {
+                TokenKind::Dot => Some((&b"."[..], false)),
+                TokenKind::Ident if t.text.len() <= MAX_IDENT_BYTES => Some((t.text, true)),
+                TokenKind::QuotedIdent | TokenKind::String(StrKind::Standard) => {
+                    plain_quoted(t.text, t.terminated).map(|inner| (inner, false))
                 }
-                TokenKind::QuotedIdent | TokenKind::String(StrKind::Standard)
-                    if simple
-                        && t.text[0] == t.text[t.text.len() - 1]
-                        && !inner.contains(&t.text[0]) =>
-                {
-                    return inner == name.as_bytes();
-                }
-                _ => {}
+                _ => None,
+            };
+            let Some((part, fold)) = part else {
+                return self.to_name() == name;
+            };
+            let Some((head, tail)) = rest.split_at_checked(part.len()) else {
+                return false;
+            };
+            let same = if fold {
+                // Folding yields no upper-case ASCII; other bytes stay as they are.
+                !head.iter().any(u8::is_ascii_uppercase) && head.eq_ignore_ascii_case(part)
+            } else {
+                head == part
+            };
+            if !same {
+                return false;
             }
+            rest = tail;
         }
-        self.to_name() == name
+        rest.is_empty()
     }
+}
+
+/// The body of `"x"` or `'x'` when decoding would not change it: closed, no
+/// prefix, no doubled quote inside, and (identifiers) not over 63 bytes.
+fn plain_quoted(text: &[u8], terminated: bool) -> Option<&[u8]> {
+    let (&quote, rest) = text.split_first()?;
+    let inner = rest.strip_suffix(&[quote])?;
+    let ok = terminated
+        && matches!(quote, b'"' | b'\'')
+        && !inner.contains(&quote)
+        && (quote == b'\'' || inner.len() <= MAX_IDENT_BYTES);
+    ok.then_some(inner)
 }
 
 impl fmt::Debug for Ident<'_> {

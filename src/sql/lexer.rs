@@ -118,6 +118,9 @@ const ID_CONT: u8 = 4;
 const OP: u8 = 8;
 const DIGIT: u8 = 16;
 
+/// scan.l `op_chars`.
+const OP_CHARS: &[u8] = b"~!@#^&|`?+-*/%<>=";
+
 /// Byte classes from scan.l: `space`, `ident_start` (letters, `_`, and every
 /// byte >= 0x80 so any multibyte character is a letter), `ident_cont` (adds
 /// digits and `$`), `op_chars`.
@@ -140,26 +143,12 @@ static CLASS: [u8; 256] = {
         if b == b'$' {
             c |= ID_CONT;
         }
-        if matches!(
-            b,
-            b'~' | b'!'
-                | b'@'
-                | b'#'
-                | b'^'
-                | b'&'
-                | b'|'
-                | b'`'
-                | b'?'
-                | b'+'
-                | b'-'
-                | b'*'
-                | b'/'
-                | b'%'
-                | b'<'
-                | b'>'
-                | b'='
-        ) {
-            c |= OP;
+        let mut k = 0;
+        while k < OP_CHARS.len() {
+            if OP_CHARS[k] == b {
+                c |= OP;
+            }
+            k += 1;
         }
         t[i] = c;
         i += 1;
@@ -266,6 +255,7 @@ impl<'a> Lexer<'a> {
 impl<'a> Iterator for Lexer<'a> {
     type Item = Token<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Token<'a>> {
         self.skip_trivia();
         let s = self.src;
@@ -378,7 +368,7 @@ pub(crate) fn block_comment_end(s: &[u8], start: usize) -> Option<usize> {
                 i += 2;
             }
             (b'*', b'/') => {
-                depth -= 1;
+                depth = depth.saturating_sub(1);
                 i += 2;
                 if depth == 0 {
                     return Some(i);

@@ -28,6 +28,21 @@
 //! [`Ident::to_name`]; values stay raw (`SetValue::Value`), since the proxy
 //! asks the server for the effective value at the safe point.
 //!
+//! ```
+//! use pgbaton::sql::{self, Effect, SetValue};
+//!
+//! let sql = b"SET work_mem='5MB'; PREPARE pm(int) AS SELECT $1; SELECT 42";
+//! let effects: Vec<Effect<'_>> = sql::classify_all(sql).collect();
+//! let Effect::Set { name, value, .. } = effects[0] else { panic!() };
+//! assert!(name.eq_name("work_mem"));
+//! assert_eq!(value, SetValue::Value(b"'5MB'"));
+//! let Effect::Prepare { name, body, .. } = effects[1] else { panic!() };
+//! assert_eq!((name.to_name().as_str(), body), ("pm", &b"SELECT $1"[..]));
+//! assert_eq!(sql::offset_in(sql, body), Some(39..48));
+//! assert_eq!(effects[2], Effect::Other);
+//! assert!(!sql::changes_session_state("SELECT abalance FROM pgbench_accounts WHERE aid = 42"));
+//! ```
+//!
 //! # Layout
 //! - `lexer`: tokens, strings, quoted identifiers, dollar quotes, comments.
 //! - `split`: top-level `;` (not in parentheses or `BEGIN ATOMIC` bodies).

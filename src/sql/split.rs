@@ -79,7 +79,10 @@ pub(crate) struct StmtLexer<'a> {
     /// psqlscan.l's heuristic: the first letters of the first four
     /// identifiers, recorded only for CREATE, OR, REPLACE, FUNCTION, PROCEDURE.
     head: [u8; 4],
+    /// Identifiers seen, counted up to `head.len()`.
     idents: usize,
+    /// The statement is a CREATE FUNCTION/PROCEDURE, per `head`.
+    routine: bool,
 }
 
 impl<'a> StmtLexer<'a> {
@@ -92,6 +95,7 @@ impl<'a> StmtLexer<'a> {
             begins: 0,
             head: [0; 4],
             idents: 0,
+            routine: false,
         }
     }
 
@@ -115,10 +119,12 @@ impl<'a> StmtLexer<'a> {
         self.begins = 0;
         self.head = [0; 4];
         self.idents = 0;
+        self.routine = false;
         true
     }
 
     /// The next token of the current statement.
+    #[inline]
     pub(crate) fn next_token(&mut self) -> Option<Token<'a>> {
         if self.ended {
             return None;
@@ -150,13 +156,13 @@ impl<'a> StmtLexer<'a> {
             if let Some(w) = HEAD_WORDS.iter().find(|w| tok.is_keyword(w)) {
                 self.head[self.idents] = w.as_bytes()[0];
             }
+            self.idents += 1;
+            let h = self.head;
+            self.routine = h[0] == b'c'
+                && (matches!(h[1], b'f' | b'p')
+                    || (h[1] == b'o' && h[2] == b'r' && matches!(h[3], b'f' | b'p')));
         }
-        self.idents += 1;
-        let h = self.head;
-        let in_routine = h[0] == b'c'
-            && (matches!(h[1], b'f' | b'p')
-                || (h[1] == b'o' && h[2] == b'r' && matches!(h[3], b'f' | b'p')));
-        if !in_routine || self.parens != 0 {
+        if !self.routine || self.parens != 0 {
             return;
         }
         if tok.is_keyword("begin") {

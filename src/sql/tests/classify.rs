@@ -437,7 +437,13 @@ fn names_decode_lazily_and_exactly() {
     assert!(n.eq_name("search_path"));
     assert!(!n.eq_name("Search_Path"));
     assert!(name("SET \"A\" = 1").eq_name("A"));
-    assert!(name("SET a.\"B\" = 1").eq_name("a.B"));
+    let q = name("SET a . \"B\" = 1");
+    assert!(q.eq_name("a.B"));
+    for other in ["a.b", "A.B", "a.B.c", "a", "a.", "", "a.Bx"] {
+        assert!(!q.eq_name(other), "{other}");
+    }
+    assert!(name("SET \"x\"\"y\" = 1").eq_name("x\"y"));
+    assert!(name("SET U&\"\\0061\" = 1").eq_name("a"));
     assert_eq!(name("SET TIME ZONE 'UTC'").raw(), b"timezone");
     assert_eq!(format!("{}", name("RESET \"X\"\"Y\"")), "X\"Y");
     // Truncation keeps whole UTF-8 characters.

@@ -1,0 +1,301 @@
+//! The part of a move that runs at the safe point, inside the session's
+//! relay: read the source's truth, refuse blockers, bring the target in line
+//! if the truth differs from what was pre-staged, verify, and swap the server
+//! connection under the client. Any failure before the swap drops the target
+//! and leaves the source untouched.
+
+use super::plan::{state_differences, ReplayPlan};
+use super::stage::{Move, Reply, Stage};
+use super::target::{prestage, replay, replay_batch, PrestageInput, Staged};
+use super::{history::Status, MoveError, MoveOutcome, MoveRequest};
+use crate::cancel::CancelTarget;
+use crate::protocol::backend::BackendTag;
+use crate::protocol::write;
+use crate::server::batch::run_batch;
+use crate::session::registry::CheckError;
+use crate::session::relay::Relay;
+use crate::session::relay::RelayCtx;
+use bytes::{Bytes, BytesMut};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// First OID of objects created by users (FirstNormalObjectId): statements
+/// with parameter types at or above it only make sense in their own cluster.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+impl Relay {
+    /// Starts a move: pre-staging runs in its own task while the client goes
+    /// on. Errors found without a safe point are answered at once.
+    pub(crate) fn start_move(&mut self, request: MoveRequest, reply: Reply) {
+        let Some(ctx) = self.ctx.clone() else {
+            return self.answer_move(reply, Err(MoveError::Ended), None);
+        };
+        if self.moving.is_some() {
+            return self.answer_move(reply, Err(MoveError::Busy), None);
+        }
+        let config = ctx.shared.config();
+        let Some(target) = config.backend(&request.target).cloned() else {
+            return self.answer_move(
+                reply,
+                Err(MoveError::UnknownBackend(request.target.clone())),
+                None,
+            );
+        };
+        if target.name == self.backend.name {
+            return self.answer_move(reply, Err(MoveError::AlreadyThere(target.name)), None);
+        }
+        let record =
+            ctx.shared
+                .history
+                .start(ctx.id, &self.backend.name, &target.name, request.dry_run);
+        let input = PrestageInput {
+            target,
+            source: self.backend.clone(),
+            startup: self.ledger.startup.clone(),
+            user: ctx.user.clone(),
+            plan: ReplayPlan::from_ledger(&self.ledger),
+            custom_names: self.ledger.custom_names().clone(),
+        };
+        let handle = tokio::spawn(prestage(ctx.shared.clone(), input));
+        let now = Instant::now();
+        info!(target = %request.target, origin = request.origin.as_str(), dry_run = request.dry_run, "move requested");
+        self.moving = Some(Move {
+            deadline: now + request.wait,
+            request,
+            record,
+            started: now,
+            stage: Stage::PreStaging(handle),
+            reply,
+        });
+    }
+
+    /// Why the session is not at a safe point, for a timeout's reason.
+    pub(crate) fn not_safe_reason(&self) -> String {
+        use crate::session::tracker::CopyState;
+        let t = &self.tracker;
+        if t.copy_state() != CopyState::None {
+            "COPY in progress".into()
+        } else if t.tx_status() != crate::protocol::backend::TxStatus::Idle {
+            format!("open transaction (status {})", t.tx_status().as_char())
+        } else if t.outstanding() > 0 || t.batch_open() {
+            "a request is in flight".into()
+        } else {
+            "the client is sending a message".into()
+        }
+    }
+
+    /// Ends a move with `result`, answering whoever asked.
+    pub(crate) fn finish_move(&mut self, m: Move, result: Result<MoveOutcome, MoveError>) {
+        let total = m.started.elapsed();
+        if let Some(ctx) = &self.ctx {
+            let (status, reason, pause) = match &result {
+                Ok(o) if o.dry_run => (Status::Done, Some("dry run".to_string()), Some(o.pause)),
+                Ok(o) => (Status::Done, None, Some(o.pause)),
+                Err(e) => (Status::Aborted, Some(e.to_string()), None),
+            };
+            ctx.shared
+                .history
+                .finish(m.record, status, reason, pause, total);
+        }
+        match &result {
+            Ok(o) => {
+                info!(to = %o.to, pause_us = o.pause.as_micros() as u64, total_us = total.as_micros() as u64, dry_run = o.dry_run, "move done")
+            }
+            Err(e) => warn!(error = %e, "move aborted"),
+        }
+        self.answer_move(m.reply, result, Some(m.request.dry_run));
+    }
+
+    /// At a safe point with a staged target: the pause. `Err` leaves the
+    /// session on its source; `SourceLost` means the source is gone too.
+    pub(crate) async fn cutover(
+        &mut self,
+        mut staged: Staged,
+        dry_run: bool,
+    ) -> Result<MoveOutcome, MoveError> {
+        let paused = Instant::now();
+        let ctx = self.ctx.clone().ok_or(MoveError::Ended)?;
+        let source = match self.server_check().await {
+            Ok(s) => s,
+            Err(CheckError::Server(e)) => {
+                return Err(MoveError::Pinned(format!(
+                    "the source refused the state check: {e}"
+                )))
+            }
+            Err(e) => return Err(MoveError::SourceLost(e.to_string())),
+        };
+        if let Some(reason) = source.pin_reason().or_else(|| {
+            self.ledger
+                .pin_reason()
+                .filter(|r| r.contains("LOAD") || r.contains("dblink"))
+        }) {
+            return Err(MoveError::Pinned(reason));
+        }
+        if staged.backend.foreign {
+            let unnamed_types = self
+                .ledger
+                .unnamed()
+                .map(|p| ReplayPlan::unnamed_param_types(p))
+                .unwrap_or_default();
+            let foreign_type = source
+                .prepared
+                .iter()
+                .flat_map(|p| p.parameter_types.iter())
+                .chain(unnamed_types.iter())
+                .any(|&oid| oid >= FIRST_NORMAL_OID);
+            if foreign_type {
+                return Err(MoveError::Pinned(format!(
+                    "{} is a foreign cluster and a prepared statement uses a type that exists only in this cluster",
+                    staged.backend.name
+                )));
+            }
+        }
+        let plan = ReplayPlan::from_server(&source, &self.ledger, &ctx.user)?;
+        let mut differences = state_differences(&source, &staged.state);
+        if plan.unnamed != staged.plan.unnamed {
+            differences.push("unnamed statement".into());
+        }
+        if !differences.is_empty() {
+            // The session changed since pre-staging (or the wire could not
+            // see everything): reset the target and replay the truth.
+            let backend = staged.backend.name.clone();
+            let mut reset = BytesMut::new();
+            postgres_protocol::message::frontend::query("DISCARD ALL", &mut reset).expect("static");
+            let r = run_batch(
+                &mut staged.r,
+                &mut staged.w,
+                &mut staged.buf,
+                &reset,
+                |_, m| staged.pending.push(m),
+            )
+            .await;
+            match r {
+                Ok(reply) if reply.error.is_none() => {}
+                Ok(reply) => {
+                    return Err(MoveError::Replay {
+                        backend,
+                        message: format!("DISCARD ALL: {:?}", reply.error),
+                    })
+                }
+                Err(e) => {
+                    return Err(MoveError::Replay {
+                        backend,
+                        message: e.to_string(),
+                    })
+                }
+            }
+            let batch = replay_batch(&plan, self.ledger.custom_names());
+            let state = replay(
+                &mut staged.r,
+                &mut staged.w,
+                &mut staged.buf,
+                &batch,
+                &backend,
+                &mut staged.params,
+                &mut staged.pending,
+            )
+            .await?;
+            let left = state_differences(&source, &state);
+            if !left.is_empty() {
+                return Err(MoveError::Verify {
+                    backend,
+                    differences: left,
+                });
+            }
+        }
+        let mut outcome = MoveOutcome {
+            session: ctx.id,
+            from: self.backend.name.clone(),
+            from_pid: self.server_pid,
+            to: staged.backend.name.clone(),
+            to_pid: staged.pid,
+            pause: Duration::ZERO,
+            total: Duration::ZERO,
+            dry_run,
+        };
+        if dry_run {
+            let _ = staged.w.write_all(b"X\0\0\0\x04").await;
+            outcome.pause = paused.elapsed();
+            return Ok(outcome);
+        }
+        self.swap(staged, &ctx);
+        outcome.pause = paused.elapsed();
+        Ok(outcome)
+    }
+
+    /// Puts the target under the client. Past this point the move is done.
+    fn swap(&mut self, staged: Staged, ctx: &RelayCtx) {
+        let old_r = std::mem::replace(&mut self.server_r, staged.r);
+        let mut old_w = std::mem::replace(&mut self.server_w, staged.w);
+        let old_buf = std::mem::replace(&mut self.server_in.buf, staged.buf);
+        // The client is told only about values that differ from what it saw.
+        for (n, v) in &staged.params {
+            let seen = self
+                .ledger
+                .reported()
+                .iter()
+                .any(|(name, val)| name == n && val == v);
+            if !seen {
+                let mut msg = BytesMut::new();
+                write::parameter_status(&mut msg, n, v);
+                self.ledger
+                    .on_backend(BackendTag::ParameterStatus, &msg[5..]);
+                self.to_client.push(msg.freeze());
+            }
+        }
+        for m in staged.pending {
+            self.to_client.push(m);
+        }
+        self.backend = staged.backend;
+        self.server_pid = staged.pid;
+        ctx.shared.cancel.update(
+            ctx.client_pid,
+            CancelTarget {
+                backend: self.backend.clone(),
+                pid: staged.pid,
+                key: staged.key,
+            },
+        );
+        if let Some(entry) = &self.entry {
+            let (name, pid) = (self.backend.name.clone(), staged.pid);
+            entry.update(|live| {
+                live.backend = name;
+                live.backend_pid = pid;
+                live.migrations += 1;
+            });
+        }
+        tracing::Span::current().record("backend", self.backend.name.as_str());
+        // The old server may still hold notifications for channels the
+        // session listens to: read them until it closes, and deliver them.
+        let late = self.late_tx.clone();
+        tokio::spawn(async move {
+            let _ = old_w.write_all(b"X\0\0\0\x04").await;
+            let _ = old_w.flush().await;
+            drain_notifications(old_r, old_buf, late).await;
+        });
+    }
+}
+
+/// Reads a terminated server connection to its end and forwards every
+/// NotificationResponse (duplicates are possible; a gap would be worse, P19).
+async fn drain_notifications(
+    mut r: tokio::io::ReadHalf<crate::net::Stream>,
+    mut buf: BytesMut,
+    late: tokio::sync::mpsc::UnboundedSender<Bytes>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        while let Ok(Some((frame, _))) = crate::protocol::codec::split_message(&buf, |_| 1 << 20) {
+            let msg = buf.split_to(frame.total).freeze();
+            if frame.tag == b'A' && late.send(msg).is_err() {
+                return;
+            }
+        }
+        match tokio::time::timeout_at(deadline, r.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Cluster identity per backend: `system_identifier` and major version,
+//! learned once on a control connection and cached. Parse parameter OIDs and
+//! the type OIDs drivers cache are only valid on a physical copy of the same
+//! cluster (session-state.md P12), so by default a move needs both equal.
+
+use super::MoveError;
+use crate::config::Backend;
+use crate::protocol::startup::StartupParam;
+use crate::proxy::Shared;
+use crate::server::batch::run_batch;
+use bytes::BytesMut;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub system_identifier: String,
+    pub version_num: i32,
+}
+
+impl Identity {
+    pub fn major(&self) -> i32 {
+        self.version_num / 10000
+    }
+}
+
+/// The identity of `backend`, from the cache or a control connection that
+/// logs in like the session (`params`), which every role may do on PG 15
+/// (`pg_control_system()` is executable by PUBLIC).
+pub async fn identity(
+    shared: &Shared,
+    backend: &Backend,
+    params: &[StartupParam],
+    user: &str,
+) -> Result<Identity, MoveError> {
+    if let Some(id) = shared.identity_cache(&backend.name) {
+        return Ok(id);
+    }
+    let config = shared.config();
+    let mut control: Vec<StartupParam> = params
+        .iter()
+        .filter(|p| p.name == b"user" || p.name == b"database")
+        .cloned()
+        .collect();
+    control.push(StartupParam {
+        name: b"application_name".to_vec(),
+        value: b"pgbaton-control".to_vec(),
+    });
+    let conn = crate::session::connect_server(shared, &config, backend, &control, user)
+        .await
+        .map_err(|e| MoveError::from_server(&backend.name, &e))?;
+    let (mut r, mut w) = tokio::io::split(conn.stream);
+    let mut buf = conn.leftover;
+    let mut batch = BytesMut::new();
+    postgres_protocol::message::frontend::query(
+        "SELECT system_identifier::text FROM pg_control_system() UNION ALL SELECT current_setting('server_version_num')",
+        &mut batch,
+    )
+    .expect("static query");
+    postgres_protocol::message::frontend::terminate(&mut batch);
+    let reply = run_batch(&mut r, &mut w, &mut buf, &batch, |_, _| {})
+        .await
+        .map_err(|e| {
+            MoveError::Identity(format!("cannot read the identity of {}: {e}", backend.name))
+        })?;
+    if let Some((_, msg)) = reply.error {
+        return Err(MoveError::Identity(format!(
+            "cannot read the identity of {}: {msg}",
+            backend.name
+        )));
+    }
+    let rows: Vec<String> = reply.rows.into_iter().flatten().collect();
+    let [sysid, version] = rows.as_slice() else {
+        return Err(MoveError::Identity(format!(
+            "unexpected identity answer from {}",
+            backend.name
+        )));
+    };
+    let id = Identity {
+        system_identifier: sysid.clone(),
+        version_num: version.parse().unwrap_or(0),
+    };
+    shared.remember_identity(&backend.name, id.clone());
+    Ok(id)
+}

@@ -1,0 +1,161 @@
+//! Moving a live session to another server.
+//!
+//! A move is one typed state machine ([`stage::Stage`]): requested →
+//! pre-staged (target connected, logged in with pgbaton's credentials, ledger
+//! replayed, its state read back — all while the client keeps working) →
+//! waiting for a safe point → checked (the source's truth read, blockers
+//! refused) → replayed and verified (only if the source's truth differs from
+//! what was pre-staged) → swapped; or aborted with a reason, leaving the
+//! session on its source untouched. The client is held only from the safe
+//! point to the swap.
+//!
+//! - [`plan`]: what to replay and the batch that replays it.
+//! - [`target`]: pre-staging a target connection.
+//! - [`identity`]: cluster identity per backend (system identifier, version).
+//! - [`stage`]: the state machine.
+//! - [`history`]: the records SHOW MIGRATIONS shows.
+//! - [`cutover`]: the safe-point part, run by the session's relay.
+
+pub mod cutover;
+pub mod fleet;
+pub mod history;
+pub mod identity;
+pub mod plan;
+pub mod stage;
+pub mod target;
+
+use std::time::Duration;
+use thiserror::Error;
+use tokio_postgres::error::SqlState;
+
+/// Default wait for a safe point.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// What to do when no safe point comes before the deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// Give up; the session keeps running on its source.
+    Abort,
+    /// Close the session with 57P01 (for drains).
+    Disconnect,
+}
+
+/// Who asked for a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Comment,
+    Admin,
+    ScaleOut,
+    Drain,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Comment => "comment",
+            Origin::Admin => "admin",
+            Origin::ScaleOut => "scale out",
+            Origin::Drain => "drain",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MoveRequest {
+    pub target: String,
+    pub wait: Duration,
+    pub dry_run: bool,
+    pub on_timeout: OnTimeout,
+    pub origin: Origin,
+}
+
+/// A finished move (or, for a dry run, the verdict that it would succeed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveOutcome {
+    pub session: u64,
+    pub from: String,
+    pub from_pid: i32,
+    pub to: String,
+    pub to_pid: i32,
+    pub pause: Duration,
+    pub total: Duration,
+    pub dry_run: bool,
+}
+
+impl MoveOutcome {
+    /// The NOTICE a client gets.
+    pub fn notice(&self) -> String {
+        if self.dry_run {
+            format!(
+                "pgbaton: session {} can move from {} (pid {}) to {}: dry run, nothing moved",
+                self.session, self.from, self.from_pid, self.to
+            )
+        } else {
+            format!(
+                "pgbaton: session {} moved from {} (pid {}) to {} (pid {}), paused {:.3} ms",
+                self.session,
+                self.from,
+                self.from_pid,
+                self.to,
+                self.to_pid,
+                self.pause.as_secs_f64() * 1000.0
+            )
+        }
+    }
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum MoveError {
+    #[error("unknown backend \"{0}\": targets are configured backend names only")]
+    UnknownBackend(String),
+    #[error("session is already on backend \"{0}\"")]
+    AlreadyThere(String),
+    #[error("session cannot move: {0}")]
+    Pinned(String),
+    #[error("no safe point within {wait:?}: {reason}")]
+    NoSafePoint { wait: Duration, reason: String },
+    #[error("a move of this session is already in progress")]
+    Busy,
+    #[error("target {backend}: {message}")]
+    Target {
+        backend: String,
+        code: String,
+        message: String,
+    },
+    #[error("replay on target {backend} failed: {message}")]
+    Replay { backend: String, message: String },
+    #[error("target {backend} does not match the source after replay: {}", .differences.join("; "))]
+    Verify {
+        backend: String,
+        differences: Vec<String>,
+    },
+    #[error("backends are different clusters: {0}")]
+    Identity(String),
+    #[error("the source server failed during the move: {0}")]
+    SourceLost(String),
+    #[error("{0}")]
+    Permission(String),
+    #[error("the session ended before the move")]
+    Ended,
+}
+
+impl MoveError {
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            MoveError::UnknownBackend(_) => SqlState::UNDEFINED_OBJECT.code(),
+            MoveError::Busy => SqlState::OBJECT_IN_USE.code(),
+            MoveError::Target { code, .. } => code,
+            MoveError::SourceLost(_) | MoveError::Ended => SqlState::CONNECTION_FAILURE.code(),
+            MoveError::Permission(_) => SqlState::INSUFFICIENT_PRIVILEGE.code(),
+            _ => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE.code(),
+        }
+    }
+
+    pub fn from_server(backend: &str, e: &crate::server::ServerError) -> MoveError {
+        MoveError::Target {
+            backend: backend.to_string(),
+            code: e.sqlstate().to_string(),
+            message: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! What to replay on a move's target, and the batch that does it, in the
+//! order DESIGN.md gives: session authorization, settings (timeouts last),
+//! prepared statements each under the search_path they were prepared with,
+//! the unnamed statement, LISTEN, SET ROLE last.
+//!
+//! A plan is built twice: from the ledger for pre-staging (the client keeps
+//! working meanwhile), and from the server's truth at the safe point when
+//! the target's state turns out to differ.
+
+use super::MoveError;
+use crate::ledger::check::ServerState;
+use crate::ledger::{Ledger, PreparedKind};
+use crate::protocol::frontend::parse_body;
+use crate::protocol::write;
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::message::frontend;
+
+/// Settings that change how the replay itself behaves: applied last (P15).
+const LATE_SETTINGS: &[&str] = &[
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "idle_session_timeout",
+    "transaction_timeout",
+    "default_transaction_read_only",
+];
+
+/// pgbaton's own statement names on a target; closed before the batch ends.
+const SET_STMT: &str = "pgbaton_set";
+const UTIL_STMT: &str = "pgbaton_util";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStatement {
+    pub name: String,
+    pub query: String,
+    pub param_types: Vec<u32>,
+    pub search_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayPlan {
+    pub session_authorization: Option<String>,
+    /// (name, value), in replay order.
+    pub settings: Vec<(String, String)>,
+    pub custom: Vec<(String, String)>,
+    pub prepared: Vec<PlannedStatement>,
+    /// The unnamed statement's Parse body and its search_path.
+    pub unnamed: Option<(Vec<u8>, Option<String>)>,
+    pub listen: Vec<String>,
+    pub role: Option<String>,
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn order_settings(mut settings: Vec<(String, String)>) -> Vec<(String, String)> {
+    settings.retain(|(n, _)| !n.starts_with("transaction_"));
+    settings.sort_by_key(|(n, _)| (LATE_SETTINGS.contains(&n.as_str()), n.clone()));
+    settings
+}
+
+fn statement_of(ledger: &Ledger, name: &str) -> Option<(String, Option<String>)> {
+    let p = ledger.prepared().get(name)?;
+    Some((p.query_text(), p.search_path.clone()))
+}
+
+impl ReplayPlan {
+    /// From the ledger alone: what pre-staging replays while the client
+    /// keeps working. Values the wire could not see are left out; the check
+    /// at the safe point finds them.
+    pub fn from_ledger(ledger: &Ledger) -> ReplayPlan {
+        let v = ledger.vars();
+        let settings = v
+            .settings
+            .iter()
+            .filter(|(n, val)| !n.contains('.') && !val.is_empty())
+            .map(|(n, val)| (n.clone(), val.clone()))
+            .collect();
+        let custom = ledger
+            .custom_names()
+            .iter()
+            .filter_map(|n| {
+                ledger
+                    .custom_value(n)
+                    .map(|val| (n.clone(), val.to_string()))
+            })
+            .collect();
+        let prepared = ledger
+            .prepared()
+            .iter()
+            .map(|(name, p)| {
+                let param_types = match &p.kind {
+                    PreparedKind::Protocol { parse_body: b } => {
+                        parse_body(b).map(|x| x.param_types).unwrap_or_default()
+                    }
+                    PreparedKind::Sql { .. } => Vec::new(),
+                };
+                PlannedStatement {
+                    name: name.clone(),
+                    query: p.query_text(),
+                    param_types,
+                    search_path: p.search_path.clone(),
+                }
+            })
+            .collect();
+        ReplayPlan {
+            session_authorization: v.session_authorization.clone(),
+            settings: order_settings(settings),
+            custom,
+            prepared,
+            unnamed: unnamed_of(ledger),
+            listen: v.listen.iter().cloned().collect(),
+            role: v.role.clone(),
+        }
+    }
+
+    /// From the server's truth at the safe point, with texts and
+    /// search_paths the server cannot tell taken from the ledger.
+    pub fn from_server(
+        server: &ServerState,
+        ledger: &Ledger,
+        login_user: &str,
+    ) -> Result<ReplayPlan, MoveError> {
+        let mut prepared = Vec::with_capacity(server.prepared.len());
+        for p in &server.prepared {
+            let (query, search_path) = statement_of(ledger, &p.name).ok_or_else(|| {
+                MoveError::Pinned(format!(
+                    "prepared statement \"{}\" was created where pgbaton could not see its text (inside a function?)",
+                    p.name
+                ))
+            })?;
+            prepared.push(PlannedStatement {
+                name: p.name.clone(),
+                query,
+                param_types: p.parameter_types.clone(),
+                search_path,
+            });
+        }
+        Ok(ReplayPlan {
+            session_authorization: (server.session_authorization != login_user)
+                .then(|| server.session_authorization.clone()),
+            settings: order_settings(
+                server
+                    .settings
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect(),
+            ),
+            custom: server
+                .custom
+                .iter()
+                .filter_map(|(n, v)| v.as_ref().map(|v| (n.clone(), v.clone())))
+                .collect(),
+            prepared,
+            unnamed: unnamed_of(ledger),
+            listen: server.listen.clone(),
+            role: (server.role != "none").then(|| server.role.clone()),
+        })
+    }
+
+    /// Parameter types of a protocol statement, from its Parse body.
+    pub fn unnamed_param_types(p: &crate::ledger::Prepared) -> Vec<u32> {
+        match &p.kind {
+            PreparedKind::Protocol { parse_body: b } => {
+                parse_body(b).map(|x| x.param_types).unwrap_or_default()
+            }
+            PreparedKind::Sql { .. } => Vec::new(),
+        }
+    }
+
+    fn search_path(&self) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(n, _)| n == "search_path")
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Appends the replay (no Sync): one implicit transaction, so a failure
+    /// anywhere leaves nothing half-applied that matters (the connection is
+    /// dropped anyway).
+    pub fn write(&self, out: &mut BytesMut) {
+        if let Some(a) = &self.session_authorization {
+            utility(
+                out,
+                &format!("SET SESSION AUTHORIZATION {}", quote_ident(a)),
+            );
+        }
+        frontend::parse(
+            SET_STMT,
+            "SELECT pg_catalog.set_config($1, $2, false)",
+            [25, 25],
+            out,
+        )
+        .expect("static names have no NUL");
+        let (early, late): (Vec<_>, Vec<_>) = self
+            .settings
+            .iter()
+            .partition(|(n, _)| !LATE_SETTINGS.contains(&n.as_str()));
+        for (n, v) in early.iter().copied().chain(self.custom.iter()) {
+            set(out, n, v);
+        }
+        let final_path = self.search_path().map(str::to_string);
+        let mut current = final_path.clone();
+        for p in &self.prepared {
+            use_search_path(out, &mut current, p.search_path.as_deref());
+            frontend::parse(&p.name, &p.query, p.param_types.iter().copied(), out)
+                .expect("names without NUL");
+        }
+        if let Some((body, path)) = &self.unnamed {
+            use_search_path(out, &mut current, path.as_deref());
+            write::message(out, b'P', |b| b.put_slice(body));
+        }
+        use_search_path(out, &mut current, final_path.as_deref());
+        for ch in &self.listen {
+            utility(out, &format!("LISTEN {}", quote_ident(ch)));
+        }
+        for (n, v) in late {
+            set(out, n, v);
+        }
+        frontend::close(b'S', SET_STMT, out).expect("static name");
+        if let Some(r) = &self.role {
+            utility(out, &format!("SET ROLE {}", quote_ident(r)));
+        }
+    }
+}
+
+/// Switches the search_path for the next Parse when it differs from the
+/// current one (P3: a statement must resolve names as when it was prepared).
+fn use_search_path(out: &mut BytesMut, current: &mut Option<String>, path: Option<&str>) {
+    if current.as_deref() == path {
+        return;
+    }
+    match path {
+        Some(p) => set(out, "search_path", p),
+        None => utility(out, "RESET search_path"),
+    }
+    *current = path.map(str::to_string);
+}
+
+fn unnamed_of(ledger: &Ledger) -> Option<(Vec<u8>, Option<String>)> {
+    ledger.unnamed().and_then(|p| match &p.kind {
+        PreparedKind::Protocol { parse_body } => Some((parse_body.clone(), p.search_path.clone())),
+        PreparedKind::Sql { .. } => None,
+    })
+}
+
+/// `set_config(name, value, false)` through the named statement.
+fn set(out: &mut BytesMut, name: &str, value: &str) {
+    write::message(out, b'B', |b| {
+        b.put_u8(0); // unnamed portal
+        b.put_slice(SET_STMT.as_bytes());
+        b.put_u8(0);
+        b.put_i16(0);
+        b.put_i16(2);
+        for v in [name.as_bytes(), value.as_bytes()] {
+            b.put_i32(v.len() as i32);
+            b.put_slice(v);
+        }
+        b.put_i16(0);
+    });
+    frontend::execute("", 0, out).expect("no NUL");
+}
+
+/// A utility statement through a named statement, so the client's unnamed
+/// statement (replayed separately) is never touched.
+fn utility(out: &mut BytesMut, sql: &str) {
+    if frontend::parse(UTIL_STMT, sql, std::iter::empty(), out).is_err() {
+        return;
+    }
+    write::message(out, b'B', |b| {
+        b.put_u8(0);
+        b.put_slice(UTIL_STMT.as_bytes());
+        b.put_u8(0);
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    });
+    frontend::execute("", 0, out).expect("no NUL");
+    frontend::close(b'S', UTIL_STMT, out).expect("static name");
+}
+
+/// Where two server states differ in what a move must carry. The process
+/// id, and the statement text of SQL-prepared statements (Postgres keeps
+/// the whole query string, P2), are not compared.
+pub fn state_differences(source: &ServerState, target: &ServerState) -> Vec<String> {
+    let mut d = Vec::new();
+    if source.settings != target.settings {
+        for (k, v) in &source.settings {
+            if target.settings.get(k) != Some(v) {
+                d.push(format!(
+                    "setting {k}: source {v:?}, target {:?}",
+                    target.settings.get(k)
+                ));
+            }
+        }
+        for k in target
+            .settings
+            .keys()
+            .filter(|k| !source.settings.contains_key(*k))
+        {
+            d.push(format!("setting {k}: only on the target"));
+        }
+    }
+    for (k, v) in &source.custom {
+        let t = target.custom.get(k).cloned().flatten();
+        let same = match (v.as_deref(), t.as_deref()) {
+            (None, None) | (None, Some("")) => true,
+            (a, b) => a == b,
+        };
+        if !same {
+            d.push(format!("custom setting {k}: source {v:?}, target {t:?}"));
+        }
+    }
+    let sig = |s: &ServerState| -> Vec<(String, Vec<u32>)> {
+        s.prepared
+            .iter()
+            .map(|p| (p.name.clone(), p.parameter_types.clone()))
+            .collect()
+    };
+    if sig(source) != sig(target) {
+        d.push(format!(
+            "prepared statements: source {:?}, target {:?}",
+            sig(source),
+            sig(target)
+        ));
+    }
+    if source.listen != target.listen {
+        d.push(format!(
+            "channels: source {:?}, target {:?}",
+            source.listen, target.listen
+        ));
+    }
+    if source.role != target.role {
+        d.push(format!(
+            "role: source {}, target {}",
+            source.role, target.role
+        ));
+    }
+    if source.session_authorization != target.session_authorization
+        || source.current_user != target.current_user
+    {
+        d.push(format!(
+            "user: source {}/{}, target {}/{}",
+            source.session_authorization,
+            source.current_user,
+            target.session_authorization,
+            target.current_user
+        ));
+    }
+    d
+}

@@ -1,0 +1,176 @@
+//! Pre-staging: while the client keeps working, connect to the target with
+//! the client's startup parameters and pgbaton's own credentials, replay the
+//! ledger, and read the target's state back with the same check the source
+//! will get at the safe point. Comparing the two is then the whole
+//! verification, and most moves pause for one round trip only.
+
+use super::identity::identity;
+use super::plan::ReplayPlan;
+use super::MoveError;
+use crate::config::Backend;
+use crate::ledger::check::{check_batch, ServerState};
+
+use crate::net::Stream;
+use crate::protocol::backend::BackendTag;
+use crate::protocol::startup::StartupParam;
+use crate::proxy::Shared;
+use crate::server::batch::{run_batches, BatchError};
+use crate::session::check::{check_result, CHECK_LIMIT};
+use bytes::{Bytes, BytesMut};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::io::{ReadHalf, WriteHalf};
+
+/// A logged-in target with the session's state replayed.
+pub struct Staged {
+    pub backend: Backend,
+    pub r: ReadHalf<Stream>,
+    pub w: WriteHalf<Stream>,
+    pub buf: BytesMut,
+    pub pid: i32,
+    pub key: i32,
+    /// The target's ParameterStatus values (startup, then replay).
+    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The target's state as the check reads it.
+    pub state: ServerState,
+    pub plan: ReplayPlan,
+    /// Notifications and notices that arrived for the client meanwhile.
+    pub pending: Vec<Bytes>,
+}
+
+/// What pre-staging needs from the session, copied so the client can go on.
+pub struct PrestageInput {
+    pub target: Backend,
+    pub source: Backend,
+    pub startup: Vec<StartupParam>,
+    pub user: String,
+    pub plan: ReplayPlan,
+    pub custom_names: BTreeSet<String>,
+}
+
+pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Staged, MoveError> {
+    let PrestageInput {
+        target,
+        source,
+        startup,
+        user,
+        plan,
+        custom_names,
+    } = input;
+    let src = identity(&shared, &source, &startup, &user).await?;
+    let dst = identity(&shared, &target, &startup, &user).await?;
+    if src.major() != dst.major() {
+        return Err(MoveError::Identity(format!(
+            "{} runs PostgreSQL {} and {} runs {}",
+            source.name,
+            src.major(),
+            target.name,
+            dst.major()
+        )));
+    }
+    if src.system_identifier != dst.system_identifier && !target.foreign {
+        return Err(MoveError::Identity(format!(
+            "{} (system {}) is not a copy of {} (system {}); mark it foreign = true to allow moves between independent clusters",
+            target.name, dst.system_identifier, source.name, src.system_identifier
+        )));
+    }
+    let config = shared.config();
+    let conn = crate::session::connect_server(&shared, &config, &target, &startup, &user)
+        .await
+        .map_err(|e| MoveError::from_server(&target.name, &e))?;
+    let (mut r, mut w) = tokio::io::split(conn.stream);
+    let mut buf = conn.leftover;
+    let mut params = conn.params;
+    let mut pending: Vec<Bytes> = conn.notices;
+    let batch = replay_batch(&plan, &custom_names);
+    let state = replay(
+        &mut r,
+        &mut w,
+        &mut buf,
+        &batch,
+        &target.name,
+        &mut params,
+        &mut pending,
+    )
+    .await?;
+    Ok(Staged {
+        backend: target,
+        r,
+        w,
+        buf,
+        pid: conn.pid,
+        key: conn.key,
+        params,
+        state,
+        plan,
+        pending,
+    })
+}
+
+/// The replay, Sync, then the check, Sync: the check runs after the
+/// replay's implicit transaction committed, since LISTEN only takes effect at
+/// commit. Both go in one write: one round trip.
+pub fn replay_batch(plan: &ReplayPlan, custom_names: &BTreeSet<String>) -> BytesMut {
+    let mut batch = BytesMut::with_capacity(4096);
+    plan.write(&mut batch);
+    crate::protocol::write::message(&mut batch, b'S', |_| {});
+    check_batch(custom_names, &mut batch);
+    crate::protocol::write::message(&mut batch, b'S', |_| {});
+    batch
+}
+
+/// Runs a [`replay_batch`]; returns the state the check read.
+pub async fn replay(
+    r: &mut ReadHalf<Stream>,
+    w: &mut WriteHalf<Stream>,
+    buf: &mut BytesMut,
+    batch: &[u8],
+    backend: &str,
+    params: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    pending: &mut Vec<Bytes>,
+) -> Result<ServerState, MoveError> {
+    let run = run_batches(r, w, buf, batch, 2, |tag, msg| {
+        if tag == BackendTag::ParameterStatus {
+            // Swallowed: the client only gets values that differ, at the swap.
+            if let Some((n, v)) = crate::protocol::backend::parameter_status(&msg[5..]) {
+                match params.iter_mut().find(|(name, _)| name == n) {
+                    Some((_, val)) => *val = v.to_vec(),
+                    None => params.push((n.to_vec(), v.to_vec())),
+                }
+            }
+        } else {
+            pending.push(msg);
+        }
+    });
+    let reply = match tokio::time::timeout(CHECK_LIMIT, run).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(BatchError::Fatal { message, .. })) | Ok(Err(BatchError::Protocol(message))) => {
+            return Err(MoveError::Replay {
+                backend: backend.to_string(),
+                message,
+            })
+        }
+        Ok(Err(e)) => {
+            return Err(MoveError::Replay {
+                backend: backend.to_string(),
+                message: e.to_string(),
+            })
+        }
+        Err(_) => {
+            return Err(MoveError::Replay {
+                backend: backend.to_string(),
+                message: "the target did not answer in time".into(),
+            })
+        }
+    };
+    if let Some((code, message)) = &reply.error {
+        return Err(MoveError::Replay {
+            backend: backend.to_string(),
+            message: format!("{message} ({code})"),
+        });
+    }
+    check_result(reply).map_err(|e| MoveError::Replay {
+        backend: backend.to_string(),
+        message: e.to_string(),
+    })
+}

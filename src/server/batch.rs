@@ -1,0 +1,121 @@
+//! Running one batch of pgbaton's own messages on a server connection and
+//! reading every reply up to its ReadyForQuery. Used for the server check on a
+//! client's connection, and for replay and verification on a move's target.
+//!
+//! Messages the server sends on its own (NotificationResponse,
+//! NoticeResponse, ParameterStatus) are handed to `on_async`, never mixed
+//! with the batch's results (session-state.md P21).
+
+use crate::net::Stream;
+use crate::protocol::backend::{error_fields, BackendTag};
+use crate::protocol::codec::{split_message, HEADER_LEN};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+
+/// What a batch answered.
+#[derive(Debug, Default)]
+pub struct BatchReply {
+    /// The first column of every DataRow, as text.
+    pub rows: Vec<Option<String>>,
+    /// The first ErrorResponse: SQLSTATE and message.
+    pub error: Option<(String, String)>,
+    /// Transaction status of the final ReadyForQuery.
+    pub status: u8,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("the server sent FATAL {code}: {message}")]
+    Fatal {
+        code: String,
+        message: String,
+        raw: Bytes,
+    },
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+}
+
+/// Sends `batch` (which must end with Sync) and reads up to ReadyForQuery.
+pub async fn run_batch(
+    r: &mut ReadHalf<Stream>,
+    w: &mut WriteHalf<Stream>,
+    buf: &mut BytesMut,
+    batch: &[u8],
+    on_async: impl FnMut(BackendTag, Bytes),
+) -> Result<BatchReply, BatchError> {
+    run_batches(r, w, buf, batch, 1, on_async).await
+}
+
+/// Sends `batch`, which holds `syncs` Sync-terminated parts pipelined in one
+/// write, and reads up to the last of their ReadyForQuery messages.
+pub async fn run_batches(
+    r: &mut ReadHalf<Stream>,
+    w: &mut WriteHalf<Stream>,
+    buf: &mut BytesMut,
+    batch: &[u8],
+    syncs: usize,
+    mut on_async: impl FnMut(BackendTag, Bytes),
+) -> Result<BatchReply, BatchError> {
+    let mut remaining = syncs.max(1);
+    w.write_all(batch).await?;
+    w.flush().await?;
+    let mut reply = BatchReply::default();
+    loop {
+        let Some((frame, _)) =
+            split_message(buf, |_| usize::MAX).map_err(|e| BatchError::Protocol(e.to_string()))?
+        else {
+            buf.reserve(8192);
+            if r.read_buf(buf).await? == 0 {
+                return Err(BatchError::Closed);
+            }
+            continue;
+        };
+        let msg = buf.split_to(frame.total).freeze();
+        let body = &msg[HEADER_LEN..];
+        let tag = BackendTag::from_byte(frame.tag);
+        match tag {
+            BackendTag::NotificationResponse
+            | BackendTag::NoticeResponse
+            | BackendTag::ParameterStatus => on_async(tag, msg.clone()),
+            BackendTag::DataRow => reply.rows.push(first_column(body)),
+            BackendTag::ErrorResponse => {
+                let f = error_fields(body);
+                let code = String::from_utf8_lossy(f.code).into_owned();
+                let message = String::from_utf8_lossy(f.message).into_owned();
+                if f.is_fatal() {
+                    return Err(BatchError::Fatal {
+                        code,
+                        message,
+                        raw: msg.clone(),
+                    });
+                }
+                reply.error.get_or_insert((code, message));
+            }
+            BackendTag::ReadyForQuery => {
+                reply.status = body.first().copied().unwrap_or(b'I');
+                remaining -= 1;
+                if remaining == 0 {
+                    return Ok(reply);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The first column of a DataRow, as text.
+fn first_column(body: &[u8]) -> Option<String> {
+    if body.len() < 6 {
+        return None;
+    }
+    let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+    if len < 0 {
+        return None;
+    }
+    body.get(6..6 + len as usize)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}

@@ -1,0 +1,179 @@
+//! The `/* pgbaton: migrate ... */` comment: a simple Query that starts with
+//! it is held back (not forwarded), answered once everything the client sent
+//! before it has been answered, and either answered by pgbaton alone or,
+//! when a statement follows the comment, forwarded after the move.
+
+use super::relay::Relay;
+use crate::migration::stage::Reply;
+use crate::migration::{MoveError, MoveOutcome, MoveRequest, OnTimeout, Origin};
+use crate::protocol::backend::TxStatus;
+use crate::protocol::codec::HEADER_LEN;
+use crate::protocol::frontend::{query_text, FrontendTag};
+use crate::protocol::write::{self, Report, Severity};
+use crate::sql::{parse_command, Command};
+use bytes::BytesMut;
+use tokio_postgres::error::SqlState;
+
+/// Cheap test run on every Query: does its text start with a block comment
+/// that names pgbaton? Only then is it parsed.
+pub fn is_command(query_body: &[u8]) -> bool {
+    let text = query_text(query_body);
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let rest = &text[start..];
+    rest.starts_with(b"/*") && {
+        let inner = &rest[2..];
+        let s = inner
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(inner.len());
+        inner[s..].len() >= 8 && inner[s..s + 8].eq_ignore_ascii_case(b"pgbaton:")
+    }
+}
+
+impl Relay {
+    fn reply_error(&mut self, code: &str, message: &str) {
+        let mut out = BytesMut::new();
+        Report::new(Severity::Error, code, message).write(&mut out);
+        write::ready_for_query(&mut out, self.tracker.tx_status().as_char() as u8);
+        self.to_client.push(out.freeze());
+    }
+
+    fn reply_notice(&mut self, message: &str) {
+        let mut out = BytesMut::new();
+        Report::new(
+            Severity::Notice,
+            SqlState::SUCCESSFUL_COMPLETION.code(),
+            message,
+        )
+        .write(&mut out);
+        self.to_client.push(out.freeze());
+    }
+
+    fn reply_done(&mut self, tag: &str) {
+        let mut out = BytesMut::new();
+        write::command_complete(&mut out, tag);
+        write::ready_for_query(&mut out, self.tracker.tx_status().as_char() as u8);
+        self.to_client.push(out.freeze());
+    }
+
+    /// Sends the held Query on to the server, as if it had never been held.
+    fn forward_held(&mut self) {
+        if let Some(msg) = self.held.take() {
+            self.tracker.on_frontend(FrontendTag::Query);
+            self.ledger
+                .on_frontend(FrontendTag::Query, &msg[HEADER_LEN..]);
+            self.to_server.push(msg);
+        }
+    }
+
+    /// Runs the held command comment. Called once every earlier request of
+    /// the client has been answered, so replies stay in order.
+    pub(crate) fn process_held(&mut self) {
+        let Some(msg) = self.held.clone() else { return };
+        let text = query_text(&msg[HEADER_LEN..]);
+        let parsed = match parse_command(text) {
+            None => return self.forward_held(),
+            Some(Err(e)) => {
+                self.held = None;
+                return self.reply_error(SqlState::SYNTAX_ERROR.code(), &e.to_string());
+            }
+            Some(Ok(c)) => c,
+        };
+        let Command::Migrate {
+            to,
+            from,
+            dry_run,
+            wait,
+        } = parsed.command;
+        let Some(ctx) = self.ctx.clone() else { return };
+        let config = ctx.shared.config();
+        if let Some(from) = from {
+            self.held = None;
+            if !config.is_admin(&ctx.user) {
+                return self.reply_error(
+                    SqlState::INSUFFICIENT_PRIVILEGE.code(),
+                    "pgbaton: moving every session of a backend (from=) needs an admin user",
+                );
+            }
+            match crate::migration::fleet::move_all(
+                &ctx.shared,
+                Some(&from),
+                &to,
+                Origin::Admin,
+                wait,
+            ) {
+                Ok(n) => {
+                    self.reply_notice(&format!(
+                        "pgbaton: moving {n} session(s) from {from} to {to}; see SHOW MIGRATIONS"
+                    ));
+                    self.reply_done(&format!("MIGRATE {n}"));
+                }
+                Err(e) => self.reply_error(e.sqlstate(), &format!("pgbaton: {e}")),
+            }
+            return;
+        }
+        if self.tracker.tx_status() != TxStatus::Idle {
+            self.held = None;
+            let e = MoveError::Pinned(format!(
+                "open transaction (status {})",
+                self.tracker.tx_status().as_char()
+            ));
+            return self.reply_error(e.sqlstate(), &format!("pgbaton: {e}"));
+        }
+        let request = MoveRequest {
+            target: to,
+            wait: wait.unwrap_or(config.migration_wait),
+            dry_run,
+            on_timeout: OnTimeout::Abort,
+            origin: Origin::Comment,
+        };
+        self.start_move(
+            request,
+            Reply::Client {
+                has_statement: parsed.has_statement,
+            },
+        );
+    }
+
+    /// Answers a finished (or refused) move.
+    pub(crate) fn answer_move(
+        &mut self,
+        reply: Reply,
+        result: Result<MoveOutcome, MoveError>,
+        _dry_run: Option<bool>,
+    ) {
+        match reply {
+            Reply::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Client { has_statement } => {
+                let moved = match &result {
+                    Ok(o) => {
+                        self.reply_notice(&o.notice());
+                        Some(!o.dry_run)
+                    }
+                    Err(MoveError::AlreadyThere(b)) => {
+                        self.reply_notice(&format!("pgbaton: session is already on {b}"));
+                        Some(false)
+                    }
+                    Err(_) => None,
+                };
+                match (moved, result) {
+                    (Some(_), _) if has_statement => self.forward_held(),
+                    (Some(moved), _) => {
+                        self.held = None;
+                        self.reply_done(if moved { "MIGRATE 1" } else { "MIGRATE 0" });
+                    }
+                    (None, Err(e)) => {
+                        self.held = None;
+                        self.reply_error(e.sqlstate(), &format!("pgbaton: {e}"));
+                    }
+                    (None, Ok(_)) => unreachable!("an outcome is always Some"),
+                }
+            }
+        }
+    }
+}
