@@ -52,9 +52,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            let config = Config::load(args.config.as_deref(), &args.overrides())?;
+            let overrides = args.overrides();
+            let config = Config::load(args.config.as_deref(), &overrides)?;
             init_tracing(config.log_format);
-            runtime.block_on(serve(config))
+            let source = args.config.clone().map(|p| (p, overrides));
+            runtime.block_on(serve(config, source))
         }
         Command::Demo(args) => {
             init_tracing(LogFormat::Text);
@@ -65,13 +67,34 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    source: Option<(std::path::PathBuf, pgbaton::config::Overrides)>,
+) -> anyhow::Result<()> {
     let proxy = Proxy::bind(config).await?;
+    if let Some((path, overrides)) = source {
+        proxy.shared().set_source(path, overrides);
+    }
     let handle = proxy.handle();
+    let reload = proxy.handle();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested");
         handle.shutdown();
+    });
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reload.reload() {
+                Ok(drained) => tracing::info!(draining = ?drained, "configuration reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; keeping the old configuration")
+                }
+            }
+        }
     });
     proxy.run().await;
     Ok(())

@@ -5,12 +5,18 @@
 //! One file per command; [`command`] parses the text.
 
 mod command;
+mod migrate_all;
+mod migrate_session;
+mod reload;
 mod result;
+mod scale_out;
 mod show_backends;
+mod show_migrations;
 mod show_session;
 mod show_sessions;
 mod show_stats;
 mod show_version;
+mod shutdown;
 
 pub use command::{AdminCommand, COMMANDS};
 pub use result::{AdminError, ResultSet};

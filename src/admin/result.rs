@@ -43,7 +43,7 @@ impl ResultSet {
 #[derive(Debug, Clone, Error)]
 #[error("{message}")]
 pub struct AdminError {
-    pub code: &'static str,
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
     pub hint: Option<String>,
 }
@@ -51,14 +51,23 @@ pub struct AdminError {
 impl AdminError {
     pub fn new(code: &'static str, message: impl Into<String>) -> AdminError {
         AdminError {
-            code,
+            code: code.into(),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// With a SQLSTATE known only at run time (a server's, a move's).
+    pub fn new_owned(code: String, message: impl Into<String>) -> AdminError {
+        AdminError {
+            code: code.into(),
             message: message.into(),
             hint: None,
         }
     }
 
     pub fn write(&self, out: &mut BytesMut) {
-        let mut r = Report::new(Severity::Error, self.code, &self.message);
+        let mut r = Report::new(Severity::Error, &self.code, &self.message);
         r.hint = self.hint.as_deref();
         r.write(out);
     }

@@ -30,21 +30,18 @@ pub enum ProxyError {
 /// transaction until `shutdown_timeout`, then close them with 57P01.
 #[derive(Clone)]
 pub struct ProxyHandle {
-    shutdown: Arc<watch::Sender<Option<Instant>>>,
-    timeout: std::time::Duration,
+    shared: Arc<Shared>,
 }
 
 impl ProxyHandle {
     pub fn shutdown(&self) {
-        let deadline = Instant::now() + self.timeout;
-        self.shutdown.send_if_modified(|d| {
-            if d.is_none() {
-                *d = Some(deadline);
-                true
-            } else {
-                false
-            }
-        });
+        self.shared.request_shutdown();
+    }
+
+    /// Re-reads the configuration file (SIGHUP); drains backends marked
+    /// `draining`.
+    pub fn reload(&self) -> Result<Vec<(String, usize)>, shared::ReloadError> {
+        self.shared.reload()
     }
 }
 
@@ -61,11 +58,11 @@ impl Proxy {
             .await
             .map_err(|source| ProxyError::Bind { addr, source })?;
         let shared = Arc::new(Shared::new(config)?);
-        let (tx, _) = watch::channel(None);
+        let shutdown_tx = shared.shutdown_tx.clone();
         Ok(Proxy {
             shared,
             listener,
-            shutdown_tx: Arc::new(tx),
+            shutdown_tx,
         })
     }
 
@@ -81,8 +78,7 @@ impl Proxy {
 
     pub fn handle(&self) -> ProxyHandle {
         ProxyHandle {
-            shutdown: self.shutdown_tx.clone(),
-            timeout: self.shared.config().shutdown_timeout,
+            shared: self.shared.clone(),
         }
     }
 

@@ -45,6 +45,22 @@ pub struct Shared {
     identities: std::sync::Mutex<HashMap<String, Identity>>,
     /// Moves, for SHOW MIGRATIONS.
     pub history: History,
+    /// Where the configuration came from, for RELOAD and SIGHUP.
+    source: std::sync::Mutex<Option<(std::path::PathBuf, crate::config::Overrides)>>,
+    /// Carries the drain deadline once the proxy is stopping.
+    pub(crate) shutdown_tx: Arc<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("pgbaton was started without --config: there is no file to reload")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Move(#[from] crate::migration::MoveError),
 }
 
 impl Shared {
@@ -78,6 +94,8 @@ impl Shared {
             unreachable: Default::default(),
             identities: Default::default(),
             history: History::default(),
+            source: Default::default(),
+            shutdown_tx: Arc::new(tokio::sync::watch::channel(None).0),
         })
     }
 
@@ -156,6 +174,55 @@ impl Shared {
         config.backends.retain(|b| b.name != backend.name);
         config.backends.insert(0, backend);
         self.set_config(config)
+    }
+
+    /// Remembers the file and flags the configuration came from.
+    pub fn set_source(&self, path: std::path::PathBuf, overrides: crate::config::Overrides) {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some((path, overrides));
+    }
+
+    /// Re-reads the configuration and starts draining every backend marked
+    /// `draining`. Returns each drained backend with the moves started. The
+    /// listen address and TLS files are read at start only.
+    pub fn reload(self: &Arc<Self>) -> Result<Vec<(String, usize)>, ReloadError> {
+        let (path, overrides) = self
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(ReloadError::NoFile)?;
+        let mut config = Config::load(Some(&path), &overrides)?;
+        let old = self.config();
+        config.listen = old.listen;
+        self.set_config(config)?;
+        let config = self.config();
+        let to = config.default_backend().name.clone();
+        let mut drained = Vec::new();
+        for b in config.backends.iter().filter(|b| b.draining) {
+            let n = crate::migration::fleet::move_all(
+                self,
+                Some(&b.name),
+                &to,
+                crate::migration::Origin::Drain,
+                None,
+            )?;
+            tracing::info!(backend = %b.name, sessions = n, to = %to, "draining");
+            drained.push((b.name.clone(), n));
+        }
+        Ok(drained)
+    }
+
+    /// Starts the graceful shutdown (SIGTERM, SHUTDOWN).
+    pub fn request_shutdown(&self) {
+        let deadline = tokio::time::Instant::now() + self.config().shutdown_timeout;
+        self.shutdown_tx.send_if_modified(|d| {
+            if d.is_none() {
+                *d = Some(deadline);
+                true
+            } else {
+                false
+            }
+        });
     }
 
     pub fn next_session_id(&self) -> u64 {

@@ -1,0 +1,20 @@
+//! `MIGRATE ALL FROM <a> TO <b>`: starts moving every session on `a` and
+//! returns at once; progress shows in SHOW MIGRATIONS.
+
+use super::{AdminError, ResultSet};
+use crate::migration::{fleet, Origin};
+use crate::proxy::Shared;
+use std::sync::Arc;
+
+pub fn run(shared: &Arc<Shared>, from: &str, to: &str) -> Result<ResultSet, AdminError> {
+    let n = fleet::move_all(shared, Some(from), to, Origin::Admin, None)
+        .map_err(|e| AdminError::new_owned(e.sqlstate().to_string(), e.to_string()))?;
+    let mut rs = ResultSet::new(vec!["from", "to", "sessions"]);
+    rs.push(vec![
+        Some(from.to_string()),
+        Some(to.to_string()),
+        Some(n.to_string()),
+    ]);
+    rs.tag = format!("MIGRATE {n}");
+    Ok(rs)
+}

@@ -1,0 +1,61 @@
+//! `MIGRATE SESSION <id> TO <backend> [DRY RUN]`: moves one session and
+//! answers when it is done (or says why not).
+
+use super::{AdminError, ResultSet};
+use crate::migration::{MoveError, MoveRequest, OnTimeout, Origin};
+use crate::proxy::Shared;
+use tokio_postgres::error::SqlState;
+
+pub async fn run(
+    shared: &Shared,
+    id: u64,
+    to: &str,
+    dry_run: bool,
+) -> Result<ResultSet, AdminError> {
+    let entry = shared.sessions.get(id).ok_or_else(|| {
+        AdminError::new(
+            SqlState::UNDEFINED_OBJECT.code(),
+            format!("session {id} does not exist"),
+        )
+    })?;
+    let request = MoveRequest {
+        target: to.to_string(),
+        wait: shared.config().migration_wait,
+        dry_run,
+        on_timeout: OnTimeout::Abort,
+        origin: Origin::Admin,
+    };
+    let mut rs = ResultSet::new(vec![
+        "session", "from", "to", "status", "pause_us", "message",
+    ]);
+    match entry.migrate(request).await {
+        Ok(o) => {
+            rs.push(vec![
+                Some(id.to_string()),
+                Some(o.from.clone()),
+                Some(o.to.clone()),
+                Some(if o.dry_run { "dry run" } else { "done" }.to_string()),
+                Some(o.pause.as_micros().to_string()),
+                Some(o.notice()),
+            ]);
+            rs.tag = format!("MIGRATE {}", u8::from(!o.dry_run));
+            Ok(rs)
+        }
+        Err(MoveError::AlreadyThere(b)) => {
+            rs.push(vec![
+                Some(id.to_string()),
+                Some(b.clone()),
+                Some(b.clone()),
+                Some("unchanged".to_string()),
+                None,
+                Some(format!("session {id} is already on {b}")),
+            ]);
+            rs.tag = "MIGRATE 0".into();
+            Ok(rs)
+        }
+        Err(e) => Err(AdminError::new_owned(
+            e.sqlstate().to_string(),
+            format!("session {id}: {e}"),
+        )),
+    }
+}
