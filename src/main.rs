@@ -18,12 +18,22 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?;
+        .context("cannot start the tokio runtime")
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => {
             let c = Config::load(Some(&config), &Default::default())
@@ -56,11 +66,11 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(args.config.as_deref(), &overrides)?;
             init_tracing(config.log_format);
             let source = args.config.clone().map(|p| (p, overrides));
-            runtime.block_on(serve(config, source))
+            runtime(config.threads)?.block_on(serve(config, source))
         }
         Command::Demo(args) => {
             init_tracing(LogFormat::Text);
-            runtime
+            runtime(2)?
                 .block_on(pgbaton::demo::run(&args.listen))
                 .map_err(Into::into)
         }

@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub migration_wait: Option<String>,
     pub drain_on_timeout: Option<String>,
     pub scale_out_hook: Option<String>,
+    pub threads: Option<usize>,
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,

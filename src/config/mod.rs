@@ -138,6 +138,10 @@ pub struct Config {
     /// SCALE OUT without a target runs this; it must start a server and print
     /// `NAME HOST:PORT` on its last line of output.
     pub scale_out_hook: Option<String>,
+    /// Worker threads. 1 (the default) runs everything on one thread, like
+    /// PgBouncer: no cross-thread wakeups on the relay's hot path, which on a
+    /// small machine shared with Postgres costs more than it gains.
+    pub threads: usize,
 }
 
 impl Config {

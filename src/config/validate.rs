@@ -85,6 +85,10 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         }
     };
 
+    let threads = raw.threads.unwrap_or(1);
+    if !(1..=256).contains(&threads) {
+        return Err(invalid("threads", "must be between 1 and 256"));
+    }
     let max_clients = raw.max_clients.unwrap_or(1000);
     if max_clients == 0 {
         return Err(invalid("max_clients", "must be at least 1"));
@@ -204,6 +208,7 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         migration_wait,
         drain_on_timeout,
         scale_out_hook: raw.scale_out_hook.filter(|h| !h.trim().is_empty()),
+        threads,
     })
 }
 

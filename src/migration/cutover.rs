@@ -68,6 +68,8 @@ impl Relay {
             started: now,
             stage: Stage::PreStaging(handle),
             reply,
+            precheck: None,
+            precheck_hold: None,
         });
     }
 
@@ -114,17 +116,14 @@ impl Relay {
         &mut self,
         mut staged: Staged,
         dry_run: bool,
+        precheck: Option<(crate::ledger::check::ServerState, u64)>,
     ) -> Result<MoveOutcome, MoveError> {
         let paused = Instant::now();
         let ctx = self.ctx.clone().ok_or(MoveError::Ended)?;
-        let source = match self.server_check().await {
-            Ok(s) => s,
-            Err(CheckError::Server(e)) => {
-                return Err(MoveError::Pinned(format!(
-                    "the source refused the state check: {e}"
-                )))
-            }
-            Err(e) => return Err(MoveError::SourceLost(e.to_string())),
+        let source = match precheck {
+            // Nothing reached the server since: its state cannot have changed.
+            Some((state, at)) if at == self.client_messages => state,
+            _ => self.source_state().await?,
         };
         if let Some(reason) = source.pin_reason().or_else(|| {
             self.ledger
@@ -157,6 +156,12 @@ impl Relay {
         if plan.unnamed != staged.plan.unnamed {
             differences.push("unnamed statement".into());
         }
+        let checked = paused.elapsed();
+        tracing::debug!(
+            check_us = checked.as_micros() as u64,
+            ?differences,
+            "source checked"
+        );
         if !differences.is_empty() {
             // The session changed since pre-staging (or the wire could not
             // see everything): reset the target and replay the truth.
@@ -220,9 +225,29 @@ impl Relay {
             outcome.pause = paused.elapsed();
             return Ok(outcome);
         }
+        let before_swap = paused.elapsed();
         self.swap(staged, &ctx);
         outcome.pause = paused.elapsed();
+        tracing::debug!(
+            check_us = checked.as_micros() as u64,
+            before_swap_us = before_swap.as_micros() as u64,
+            pause_us = outcome.pause.as_micros() as u64,
+            "cutover timing"
+        );
         Ok(outcome)
+    }
+
+    /// Reads the source's state (at a safe point).
+    pub(crate) async fn source_state(
+        &mut self,
+    ) -> Result<crate::ledger::check::ServerState, MoveError> {
+        match self.server_check().await {
+            Ok(s) => Ok(s),
+            Err(CheckError::Server(e)) => Err(MoveError::Pinned(format!(
+                "the source refused the state check: {e}"
+            ))),
+            Err(e) => Err(MoveError::SourceLost(e.to_string())),
+        }
     }
 
     /// Puts the target under the client. Past this point the move is done.

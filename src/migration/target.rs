@@ -57,6 +57,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         plan,
         custom_names,
     } = input;
+    let _slot = shared.prestage_slots.clone().acquire_owned().await;
     let src = identity(&shared, &source, &startup, &user).await?;
     let dst = identity(&shared, &target, &startup, &user).await?;
     if src.major() != dst.major() {

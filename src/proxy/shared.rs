@@ -47,6 +47,12 @@ pub struct Shared {
     pub history: History,
     /// Where the configuration came from, for RELOAD and SIGHUP.
     source: std::sync::Mutex<Option<(std::path::PathBuf, crate::config::Overrides)>>,
+    /// Pre-stagings at once: a mass move must not open a thousand server
+    /// connections (and forks) in the same instant.
+    pub prestage_slots: Arc<tokio::sync::Semaphore>,
+    /// Cutovers at once: each is a short pause for its client; letting a few
+    /// run at a time keeps every pause short instead of all of them long.
+    pub cutover_slots: Arc<tokio::sync::Semaphore>,
     /// Carries the drain deadline once the proxy is stopping.
     pub(crate) shutdown_tx: Arc<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
 }
@@ -95,6 +101,8 @@ impl Shared {
             identities: Default::default(),
             history: History::default(),
             source: Default::default(),
+            prestage_slots: Arc::new(tokio::sync::Semaphore::new(16)),
+            cutover_slots: Arc::new(tokio::sync::Semaphore::new(4)),
             shutdown_tx: Arc::new(tokio::sync::watch::channel(None).0),
         })
     }

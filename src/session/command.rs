@@ -63,6 +63,7 @@ impl Relay {
     fn forward_held(&mut self) {
         if let Some(msg) = self.held.take() {
             self.tracker.on_frontend(FrontendTag::Query);
+            self.client_messages += 1;
             self.ledger
                 .on_frontend(FrontendTag::Query, &msg[HEADER_LEN..]);
             self.to_server.push(msg);

@@ -110,6 +110,11 @@ pub struct Relay {
     pub(crate) held: Option<Bytes>,
     /// Client bytes wait in the inbox to be framed (after a held command).
     reframe: bool,
+    /// Client messages forwarded so far: tells whether the server could
+    /// have changed since a state check.
+    pub(crate) client_messages: u64,
+    /// Held while this session may run its cutover.
+    cutover_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Notifications from a server the session just left.
     pub(crate) late_tx: mpsc::UnboundedSender<Bytes>,
     late_rx: mpsc::UnboundedReceiver<Bytes>,
@@ -172,6 +177,8 @@ impl Relay {
             moving: None,
             held: None,
             reframe: false,
+            cutover_permit: None,
+            client_messages: 0,
             late_tx,
             late_rx,
         }
@@ -308,11 +315,68 @@ impl Relay {
                     }
                 }
             }
-            // A pre-staged move at a safe point: the pause.
+            // The source's state, read once at the first safe point while the
+            // target is being prepared; blockers end the move early.
             if phase == Phase::Running
                 && server_open
-                && matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)))
+                && matches!(&self.moving, Some(m) if m.precheck.is_none())
                 && self.at_safe_point()
+            {
+                let read_started = Instant::now();
+                let read = self.source_state().await;
+                let hold = read_started.elapsed();
+                let at = self.client_messages;
+                match read {
+                    Ok(state) => {
+                        let pinned = state.pin_reason();
+                        match (pinned, self.moving.take()) {
+                            (Some(reason), Some(m)) => {
+                                if let Stage::PreStaging(h) = &m.stage {
+                                    h.abort();
+                                }
+                                self.finish_move(m, Err(MoveError::Pinned(reason)));
+                            }
+                            (None, Some(mut m)) => {
+                                m.precheck = Some((state, at));
+                                m.precheck_hold = Some(hold);
+                                self.moving = Some(m);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Err(e) => {
+                        let lost = matches!(e, MoveError::SourceLost(_));
+                        if let Some(m) = self.moving.take() {
+                            if let Stage::PreStaging(h) = &m.stage {
+                                h.abort();
+                            }
+                            self.finish_move(m, Err(e));
+                        }
+                        if lost {
+                            self.report(
+                                SqlState::CONNECTION_FAILURE.code(),
+                                "pgbaton: the server connection failed during a move; the session cannot continue",
+                            );
+                            server_open = false;
+                            end = RelayEnd::Io("source lost during a move".into());
+                            phase = Phase::Closing;
+                            close_deadline = Instant::now() + CLOSE_GRACE;
+                        }
+                    }
+                }
+            }
+            let staged =
+                matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)));
+            if self.cutover_permit.is_some() && !(staged && self.at_safe_point()) {
+                // The client moved on while the permit came: let others go.
+                self.cutover_permit = None;
+            }
+            // A pre-staged move at a safe point, with a cutover slot: the pause.
+            if phase == Phase::Running
+                && server_open
+                && staged
+                && self.at_safe_point()
+                && self.cutover_permit.is_some()
             {
                 let Some(mut m) = self.moving.take() else {
                     unreachable!()
@@ -321,7 +385,9 @@ impl Relay {
                 let Stage::WaitingForSafePoint(staged) = stage else {
                     unreachable!()
                 };
-                let result = self.cutover(*staged, m.request.dry_run).await;
+                let precheck = m.precheck.take();
+                let result = self.cutover(*staged, m.request.dry_run, precheck).await;
+                self.cutover_permit = None;
                 let source_lost = matches!(result, Err(MoveError::SourceLost(_)));
                 self.finish_move(m, result);
                 if source_lost {
@@ -378,6 +444,11 @@ impl Relay {
                 client_open && self.held.is_none() && self.to_server.len() < HIGH_WATER;
             let prestaging =
                 matches!(&self.moving, Some(m) if matches!(m.stage, Stage::PreStaging(_)));
+            let want_slot = phase == Phase::Running
+                && self.cutover_permit.is_none()
+                && matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)))
+                && self.at_safe_point();
+            let slots = self.ctx.as_ref().map(|c| c.shared.cutover_slots.clone());
             let move_deadline = self.moving.as_ref().map(|m| m.deadline);
             let read_server =
                 server_open && phase == Phase::Running && self.to_client.len() < HIGH_WATER;
@@ -516,6 +587,7 @@ impl Relay {
                     }
                 },
                 Some(msg) = self.late_rx.recv() => self.to_client.push(msg),
+                permit = cutover_slot(slots), if want_slot => self.cutover_permit = permit,
                 _ = tokio::time::sleep_until(close_deadline), if phase == Phase::Closing => {
                     return end;
                 },
@@ -574,6 +646,7 @@ impl Relay {
                         break;
                     }
                     self.tracker.on_frontend(tag);
+                    self.client_messages += 1;
                     self.ledger
                         .on_frontend(tag, &inbox.buf[end + HEADER_LEN..end + frame.total]);
                     end += frame.total;
@@ -586,6 +659,7 @@ impl Relay {
                     break;
                 } else {
                     self.tracker.on_frontend(tag);
+                    self.client_messages += 1;
                     if tag == FrontendTag::Bind {
                         // Its names come first; the parameters stream through.
                         self.ledger
@@ -683,6 +757,16 @@ async fn prestaged(
             }),
         },
         _ => std::future::pending().await,
+    }
+}
+
+/// A cutover slot; `None` without a proxy (unit tests) means no limit.
+async fn cutover_slot(
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    match slots {
+        Some(s) => s.acquire_owned().await.ok(),
+        None => None,
     }
 }
 
