@@ -18,6 +18,9 @@
 #   frequency changes. Running A B C A B C ... for every configuration and
 #   taking the median of ROUNDS rounds exposes all three targets to the same
 #   drift, so the ratios stay meaningful even when absolute numbers wander.
+#   Ratios are computed within each round (the three runs of one
+#   configuration follow each other within seconds) and their median is
+#   reported, which cancels more drift than a ratio of medians would.
 #
 # Why CPU per transaction
 #   With 2 cores, every cycle the proxy burns is taken from pgbench and
@@ -87,7 +90,9 @@ PG_PORT="" BATON_PORT="" BOUNCER_PORT=""
 PG_STARTED=0
 BATON_PID="" BOUNCER_PID="" BOUNCER_JOB=""
 HAVE_BOUNCER=0
+LOAD_START=""
 declare -A TPS=()   # "target mode clients" -> TPS of each round, space-separated
+declare -A TPS_R=() # "target mode clients round" -> TPS of that round
 declare -A CPU=()   # "target mode clients" -> proxy µs/txn of each round
 
 # ----------------------------------------------------------------- helpers --
@@ -149,7 +154,8 @@ cpu_ticks() {
 }
 
 median() {
-    tr ' ' '\n' <<<"$*" | grep -v '^$' | sort -g | awk '
+    local v
+    for v in $*; do echo "$v"; done | sort -g | awk '
         { v[NR] = $1 }
         END {
             if (NR == 0) { print "-"; exit }
@@ -158,11 +164,18 @@ median() {
         }'
 }
 
-# a / b formatted with 2 decimals, "-" when either is missing.
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "-"
-        else printf "%.2f\n", a / b }'
+# Median over rounds of TARGET1/TARGET2 TPS for one mode and client count,
+# each ratio taken within one round: the runs of one configuration follow
+# each other within seconds, so this cancels most of the drift (other load on
+# the machine) that the medians of TPS still carry.
+paired_ratio() {
+    local t1=$1 t2=$2 mode=$3 clients=$4 r a b list=""
+    for r in $(seq 1 "$ROUNDS"); do
+        a=${TPS_R[$t1 $mode $clients $r]:-}
+        b=${TPS_R[$t2 $mode $clients $r]:-}
+        [[ -n "$a" && -n "$b" ]] && list+="$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.6f", a / b }') "
+    done
+    median "$list"
 }
 
 fmt() { # number with given decimals, or "-"
@@ -361,6 +374,7 @@ run_one() {
         return 0
     fi
     TPS[$key]+="$tps "
+    TPS_R[$key $round]=$tps
     us="-"
     if [[ -n "$pid" && "$txns" -gt 0 ]]; then
         us=$(awk -v d=$((after - before)) -v hz="$CLK_TCK" -v n="$txns" \
@@ -395,9 +409,11 @@ report() {
     echo
     echo "pgbench -S (select-only), scale $SCALE, ${DURATION}s per run, median of $ROUNDS round(s)"
     echo "machine: $NCPU CPU(s) shared by pgbench, Postgres and the proxy; $(uname -sr)"
+    echo "load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "pgbaton: $PGBATON_BIN"
     [[ $HAVE_BOUNCER == 1 ]] && echo "pgbouncer: $("$PGBOUNCER_BIN" --version 2>/dev/null | head -1), pool_mode=session"
     echo
+    echo "TPS: median of rounds; ratio: median of the per-round ratios; CPU: median"
     echo "TPS (median)                                         ratio pgbaton/       proxy CPU us/txn"
     printf '%-9s %7s %10s %10s %10s %9s %9s %10s %10s\n' \
         mode clients direct pgbaton pgbouncer direct pgbouncer pgbaton pgbouncer
@@ -408,7 +424,8 @@ report() {
             p=$(med "${TPS[pgbouncer $mode $clients]:-}")
             printf '%-9s %7s %10s %10s %10s %9s %9s %10s %10s\n' \
                 "$mode" "$clients" "$(fmt "$d" 0)" "$(fmt "$b" 0)" "$(fmt "$p" 0)" \
-                "$(ratio "$b" "$d")" "$(ratio "$b" "$p")" \
+                "$(fmt "$(paired_ratio pgbaton direct "$mode" "$clients")" 2)" \
+                "$(fmt "$(paired_ratio pgbaton pgbouncer "$mode" "$clients")" 2)" \
                 "$(fmt "$(med "${CPU[pgbaton $mode $clients]:-}")" 2)" \
                 "$(fmt "$(med "${CPU[pgbouncer $mode $clients]:-}")" 2)"
         done
@@ -439,7 +456,7 @@ verdict() {
 }
 
 goals() {
-    local mode clients b p d r cb cp
+    local mode clients r cb cp
     echo
     echo "goals (a MISS is reported, not fatal):"
     echo "  G1  at 8 and 64 clients, pgbaton TPS >= ${GOAL_VS_BOUNCER}x PgBouncer (session mode)"
@@ -448,33 +465,29 @@ goals() {
     for mode in $MODES; do
         for clients in $CLIENTS; do
             [[ $clients == 8 || $clients == 64 ]] || continue
-            b=$(med "${TPS[pgbaton $mode $clients]:-}")
-            p=$(med "${TPS[pgbouncer $mode $clients]:-}")
-            r=$(ratio "$b" "$p")
+            r=$(paired_ratio pgbaton pgbouncer "$mode" "$clients")
             if [[ $HAVE_BOUNCER == 1 ]]; then
                 printf '  %s  G1 %-9s c=%-3s pgbaton/pgbouncer = %s (goal >= %s)\n' \
-                    "$(verdict "$r" '>=' "$GOAL_VS_BOUNCER")" "$mode" "$clients" "$r" "$GOAL_VS_BOUNCER"
+                    "$(verdict "$r" '>=' "$GOAL_VS_BOUNCER")" "$mode" "$clients" "$(fmt "$r" 2)" "$GOAL_VS_BOUNCER"
             else
-                printf '  SKIP  G1 %-9s c=%-3s (PgBouncer not installed)\n' "$mode" "$clients"
+                printf '  SKIP  G1 %-9s c=%-3s (no PgBouncer in this run)\n' "$mode" "$clients"
             fi
         done
     done
     for mode in $MODES; do
         [[ " $CLIENTS " == *" 1 "* ]] || continue
-        b=$(med "${TPS[pgbaton $mode 1]:-}")
-        d=$(med "${TPS[direct $mode 1]:-}")
-        r=$(ratio "$b" "$d")
+        r=$(paired_ratio pgbaton direct "$mode" 1)
         printf '  %s  G2 %-9s c=1   pgbaton/direct = %s (goal >= %s)\n' \
-            "$(verdict "$r" '>=' "$GOAL_VS_DIRECT")" "$mode" "$r" "$GOAL_VS_DIRECT"
+            "$(verdict "$r" '>=' "$GOAL_VS_DIRECT")" "$mode" "$(fmt "$r" 2)" "$GOAL_VS_DIRECT"
     done
     if [[ " $MODES " == *" prepared "* && " $CLIENTS " == *" 8 "* ]]; then
         if [[ $HAVE_BOUNCER == 1 ]]; then
             cb=$(med "${CPU[pgbaton prepared 8]:-}")
             cp=$(med "${CPU[pgbouncer prepared 8]:-}")
             printf '  %s  G3 prepared c=8   pgbaton %s us/txn vs PgBouncer %s us/txn (goal <=)\n' \
-                "$(verdict "$(fmt "$cb" 2)" '<=' "$(fmt "$cp" 2)")" "$(fmt "$cb" 2)" "$(fmt "$cp" 2)"
+                "$(verdict "$cb" '<=' "$cp")" "$(fmt "$cb" 2)" "$(fmt "$cp" 2)"
         else
-            echo "  SKIP  G3 (PgBouncer not installed)"
+            echo "  SKIP  G3 (no PgBouncer in this run)"
         fi
     fi
     if [[ -s "$WORK/failures.log" ]]; then
@@ -487,6 +500,7 @@ goals() {
 # ------------------------------------------------------------------- main --
 
 main() {
+    LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
     check_tools
     build_pgbaton
     find_pgbouncer

@@ -30,6 +30,9 @@ CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), not
 pub async fn run(listen: &str) -> Result<(), DemoError> {
     // Fail early, with what to install, before starting anything.
     PgBinaries::locate()?;
+    // Listen for Ctrl-C and SIGTERM before anything exists: a signal during
+    // start-up is then handled after it, and everything is still removed.
+    let mut stop = Signals::new();
     let (pg1, pg2) = tokio::task::spawn_blocking(|| -> Result<_, DemoError> {
         let opts = LocalPgOptions::default();
         let pg1 = LocalPostgres::start(&opts)?;
@@ -75,7 +78,7 @@ pub async fn run(listen: &str) -> Result<(), DemoError> {
 
     let handle = proxy.handle();
     let running = tokio::spawn(proxy.run());
-    wait_for_signal().await;
+    stop.recv().await;
     println!("\nstopping: closing sessions and removing the demo servers...");
     handle.shutdown();
     let _ = running.await;
@@ -85,17 +88,33 @@ pub async fn run(listen: &str) -> Result<(), DemoError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// Ctrl-C and SIGTERM, registered when created.
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = one(&mut self.int) => {}
+            _ = one(&mut self.term) => {}
         }
     }
 }

@@ -30,8 +30,6 @@ pub enum Change {
     Role(Option<String>),
     /// `None` is `DEFAULT` / RESET.
     SessionAuthorization(Option<String>),
-    /// SET SESSION CHARACTERISTICS: sets `default_transaction_*`.
-    SessionCharacteristics,
     Prepare {
         name: String,
         text: String,
@@ -56,6 +54,8 @@ pub enum Change {
     /// A set_config the text cannot fully see (name or scope not a
     /// constant): only the server check can tell what changed.
     OpaqueSetConfig,
+    /// SQL EXECUTE of a prepared statement: its recorded changes apply.
+    Execute(String),
 }
 
 /// Lower-cases a setting name: GUC names are case-insensitive.
@@ -100,8 +100,8 @@ fn role(r: Role<'_>) -> Option<String> {
 /// nothing allocated) for a statement that changes no session state.
 pub fn changes_of(effect: Effect<'_>, out: &mut Vec<Change>) {
     match effect {
-        Effect::Other | Effect::Notify { .. } | Effect::Execute { .. } | Effect::SetTransaction => {
-        }
+        Effect::Other | Effect::Notify { .. } | Effect::SetTransaction => {}
+        Effect::Execute { name } => out.push(Change::Execute(name.to_name())),
         Effect::Set { scope, name, value } => {
             if scope == SetScope::Session {
                 let value = match value {
@@ -133,7 +133,23 @@ pub fn changes_of(effect: Effect<'_>, out: &mut Vec<Change>) {
             }
         }
         Effect::ResetSessionAuthorization => out.push(Change::SessionAuthorization(None)),
-        Effect::SetSessionCharacteristics { .. } => out.push(Change::SessionCharacteristics),
+        Effect::SetSessionCharacteristics { modes } => {
+            // Each clause sets its own default_transaction_* parameter; the
+            // server check reads the values.
+            let m = String::from_utf8_lossy(modes).to_ascii_lowercase();
+            for (word, name) in [
+                ("isolation", "default_transaction_isolation"),
+                ("read", "default_transaction_read_only"),
+                ("deferrable", "default_transaction_deferrable"),
+            ] {
+                if m.contains(word) {
+                    out.push(Change::Set {
+                        name: name.into(),
+                        value: Some(String::new()),
+                    });
+                }
+            }
+        }
         Effect::Prepare { name, body, .. } => out.push(Change::Prepare {
             name: name.to_name(),
             text: String::from_utf8_lossy(body).into_owned(),
@@ -167,12 +183,23 @@ pub fn changes_of(effect: Effect<'_>, out: &mut Vec<Change>) {
             if calls.set_config() {
                 for call in calls.set_configs() {
                     match (call.name, call.is_local) {
-                        (Some(name), Some(false)) => out.push(Change::Set {
-                            name: setting_name(name.to_name()),
-                            // The value may be any expression: the server
-                            // check reads it; the name is what the wire adds.
-                            value: Some(String::new()),
-                        }),
+                        (Some(name), Some(false)) => {
+                            let name = setting_name(name.to_name());
+                            // A constant value is known; any expression is
+                            // for the server check to read.
+                            let value = call.value.map(|v| v.to_name());
+                            match name.as_str() {
+                                // The role is no setting (session-state B6).
+                                "role" => out.push(Change::Role(value.filter(|v| v != "none"))),
+                                "session_authorization" => {
+                                    out.push(Change::SessionAuthorization(value))
+                                }
+                                _ => out.push(Change::Set {
+                                    name,
+                                    value: Some(value.unwrap_or_default()),
+                                }),
+                            }
+                        }
                         (Some(_), Some(true)) => {}
                         _ => out.push(Change::OpaqueSetConfig),
                     }
@@ -201,7 +228,9 @@ pub fn changes_of(effect: Effect<'_>, out: &mut Vec<Change>) {
 /// (empty for statements that change nothing). `None` when the whole query
 /// changes nothing: the common case, with no allocation at all.
 pub fn query_changes(sql_text: &[u8]) -> Option<Vec<Vec<Change>>> {
-    if !sql::changes_session_state(sql_text) {
+    // EXECUTE changes nothing by itself, but the statement it runs may
+    // (a prepared set_config): the ledger applies what that one recorded.
+    if !sql::changes_session_state(sql_text) && !mentions_execute(sql_text) {
         return None;
     }
     Some(
@@ -213,6 +242,14 @@ pub fn query_changes(sql_text: &[u8]) -> Option<Vec<Vec<Change>>> {
             })
             .collect(),
     )
+}
+
+/// Whether the text may contain an EXECUTE statement: a cheap,
+/// case-insensitive scan that allocates nothing.
+fn mentions_execute(sql_text: &[u8]) -> bool {
+    sql_text
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"execute"))
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ pub const CHECK_SQL: &str = "SELECT json_build_object(
   'current_user', current_user::text,
   'role', current_setting('role'),
   'session_authorization', current_setting('session_authorization'),
-  'settings', (SELECT coalesce(json_object_agg(lower(name), setting), '{}') FROM pg_settings WHERE source = 'session'),
+  'settings', (SELECT coalesce(json_object_agg(lower(name), setting), '{}') FROM pg_settings WHERE source = 'session'
+                AND name NOT IN ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')),
   'custom', (SELECT coalesce(json_object_agg(n, current_setting(n, true)), '{}') FROM unnest($1::text[]) AS n),
   'prepared', (SELECT coalesce(json_agg(json_build_object('name', name, 'statement', statement,
                  'parameter_types', parameter_types::oid[]::int8[], 'from_sql', from_sql) ORDER BY name), '[]')

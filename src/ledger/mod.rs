@@ -177,3 +177,6 @@ impl Ledger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -64,10 +64,20 @@ impl Ledger {
 
     fn note_custom_names(&mut self, changes: &[Vec<Change>]) {
         for c in changes.iter().flatten() {
-            if let Change::Set { name, .. } = c {
-                if name.contains('.') && !self.custom_names.contains(name) {
+            match c {
+                Change::Set { name, .. }
+                    if name.contains('.') && !self.custom_names.contains(name) =>
+                {
                     self.custom_names.insert(name.clone());
                 }
+                // Names inside a prepared statement count too: EXECUTE
+                // applies them later.
+                Change::Prepare { text, .. } => {
+                    if let Some(inner) = query_changes(text.as_bytes()) {
+                        self.note_custom_names(&inner);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -376,6 +386,11 @@ impl Ledger {
                         self.blockers.dblink_connections.saturating_sub(1)
                 }
                 Change::OpaqueSetConfig => self.blockers.opaque_set_config = true,
+                Change::Execute(name) => {
+                    if let Some(inner) = self.prepared.get(name).map(|p| p.changes.clone()) {
+                        self.apply(&inner, tag);
+                    }
+                }
                 Change::Discard(Discard::All) => {
                     self.prepared.clear();
                     self.blockers.advisory_locks = 0;

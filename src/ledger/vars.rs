@@ -56,12 +56,6 @@ impl Vars {
                 // Setting the session user also resets the current role.
                 self.role = None;
             }
-            Change::SessionCharacteristics => {
-                // The exact modes are for the server check to read.
-                self.settings
-                    .entry("default_transaction_isolation".into())
-                    .or_default();
-            }
             Change::Listen(ch) => {
                 self.listen.insert(ch.clone());
             }

@@ -89,8 +89,11 @@ impl Relay {
     }
 
     /// Ends a move with `result`, answering whoever asked.
-    pub(crate) fn finish_move(&mut self, m: Move, result: Result<MoveOutcome, MoveError>) {
+    pub(crate) fn finish_move(&mut self, m: Move, mut result: Result<MoveOutcome, MoveError>) {
         let total = m.started.elapsed();
+        if let Ok(o) = &mut result {
+            o.total = total;
+        }
         if let Some(ctx) = &self.ctx {
             let (status, reason, pause) = match &result {
                 Ok(o) if o.dry_run => (Status::Done, Some("dry run".to_string()), Some(o.pause)),
@@ -103,7 +106,7 @@ impl Relay {
         }
         match &result {
             Ok(o) => {
-                info!(to = %o.to, pause_us = o.pause.as_micros() as u64, total_us = total.as_micros() as u64, dry_run = o.dry_run, "move done")
+                info!(from = %o.from, to = %o.to, pause_us = o.pause.as_micros() as u64, total_us = total.as_micros() as u64, dry_run = o.dry_run, "move done")
             }
             Err(e) => warn!(error = %e, "move aborted"),
         }
@@ -136,7 +139,7 @@ impl Relay {
             let unnamed_types = self
                 .ledger
                 .unnamed()
-                .map(|p| ReplayPlan::unnamed_param_types(p))
+                .map(ReplayPlan::unnamed_param_types)
                 .unwrap_or_default();
             let foreign_type = source
                 .prepared
@@ -225,6 +228,36 @@ impl Relay {
             outcome.pause = paused.elapsed();
             return Ok(outcome);
         }
+        // The target may have died (or been told to) while the session was
+        // busy: one Sync round trip proves it is alive and idle right now.
+        let mut sync = BytesMut::new();
+        write::message(&mut sync, b'S', |_| {});
+        let alive = run_batch(
+            &mut staged.r,
+            &mut staged.w,
+            &mut staged.buf,
+            &sync,
+            |_, m| staged.pending.push(m),
+        )
+        .await;
+        match alive {
+            Ok(reply) if reply.error.is_none() && reply.status == b'I' => {}
+            Ok(reply) => {
+                return Err(MoveError::Replay {
+                    backend: staged.backend.name.clone(),
+                    message: format!("the target is not idle (status {})", reply.status as char),
+                })
+            }
+            Err(e) => {
+                return Err(MoveError::Target {
+                    backend: staged.backend.name.clone(),
+                    code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
+                        .code()
+                        .to_string(),
+                    message: format!("the target connection failed before the swap: {e}"),
+                })
+            }
+        }
         let before_swap = paused.elapsed();
         self.swap(staged, &ctx);
         outcome.pause = paused.elapsed();
@@ -291,7 +324,8 @@ impl Relay {
                 live.migrations += 1;
             });
         }
-        tracing::Span::current().record("backend", self.backend.name.as_str());
+        // The session span keeps the backend it started on (recording the
+        // field again would repeat it in every line); moves are logged.
         // The old server may still hold notifications for channels the
         // session listens to: read them until it closes, and deliver them.
         let late = self.late_tx.clone();

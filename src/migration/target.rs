@@ -152,10 +152,14 @@ pub async fn replay(
             })
         }
         Ok(Err(e)) => {
-            return Err(MoveError::Replay {
+            // The connection itself failed: the target is unreachable now.
+            return Err(MoveError::Target {
                 backend: backend.to_string(),
-                message: e.to_string(),
-            })
+                code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
+                    .code()
+                    .to_string(),
+                message: format!("connection lost during replay: {e}"),
+            });
         }
         Err(_) => {
             return Err(MoveError::Replay {

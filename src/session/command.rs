@@ -8,16 +8,35 @@ use crate::migration::stage::Reply;
 use crate::migration::{MoveError, MoveOutcome, MoveRequest, OnTimeout, Origin};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::codec::HEADER_LEN;
-use crate::protocol::frontend::{query_text, FrontendTag};
+use crate::protocol::frontend::{parse_body, query_text, FrontendTag};
 use crate::protocol::write::{self, Report, Severity};
 use crate::sql::{parse_command, Command};
 use bytes::BytesMut;
 use tokio_postgres::error::SqlState;
 
-/// Cheap test run on every Query: does its text start with a block comment
-/// that names pgbaton? Only then is it parsed.
-pub fn is_command(query_body: &[u8]) -> bool {
-    let text = query_text(query_body);
+/// The SQL of a held message: a Query's text or a Parse's query.
+fn command_text(msg: &[u8]) -> &[u8] {
+    let body = &msg[HEADER_LEN..];
+    if msg.first() == Some(&b'P') {
+        parse_body(body).map(|p| p.query).unwrap_or_default()
+    } else {
+        query_text(body)
+    }
+}
+
+/// Cheap test run on every Query and Parse: does its text start with a block
+/// comment that names pgbaton? Only then is it parsed.
+pub fn is_command(tag: FrontendTag, body: &[u8]) -> bool {
+    let text = if tag == FrontendTag::Parse {
+        match crate::protocol::codec::cstr(body)
+            .and_then(|(_, rest)| crate::protocol::codec::cstr(rest))
+        {
+            Some((q, _)) => q,
+            None => return false,
+        }
+    } else {
+        query_text(body)
+    };
     let start = text
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -34,11 +53,24 @@ pub fn is_command(query_body: &[u8]) -> bool {
 }
 
 impl Relay {
+    /// Refuses the held command: for a Query, ErrorResponse and
+    /// ReadyForQuery; for a Parse, ErrorResponse now and the rest of the
+    /// client's batch dropped up to its Sync, which gets the ReadyForQuery.
     fn reply_error(&mut self, code: &str, message: &str) {
+        let parse = self.held_is_parse();
+        self.held = None;
         let mut out = BytesMut::new();
         Report::new(Severity::Error, code, message).write(&mut out);
-        write::ready_for_query(&mut out, self.tracker.tx_status().as_char() as u8);
+        if parse {
+            self.discard_until_sync = true;
+        } else {
+            write::ready_for_query(&mut out, self.tracker.tx_status().as_char() as u8);
+        }
         self.to_client.push(out.freeze());
+    }
+
+    fn held_is_parse(&self) -> bool {
+        self.held.as_ref().and_then(|m| m.first().copied()) == Some(b'P')
     }
 
     fn reply_notice(&mut self, message: &str) {
@@ -74,13 +106,11 @@ impl Relay {
     /// the client has been answered, so replies stay in order.
     pub(crate) fn process_held(&mut self) {
         let Some(msg) = self.held.clone() else { return };
-        let text = query_text(&msg[HEADER_LEN..]);
+        let parse = self.held_is_parse();
+        let text = command_text(&msg);
         let parsed = match parse_command(text) {
             None => return self.forward_held(),
-            Some(Err(e)) => {
-                self.held = None;
-                return self.reply_error(SqlState::SYNTAX_ERROR.code(), &e.to_string());
-            }
+            Some(Err(e)) => return self.reply_error(SqlState::SYNTAX_ERROR.code(), &e.to_string()),
             Some(Ok(c)) => c,
         };
         let Command::Migrate {
@@ -92,7 +122,6 @@ impl Relay {
         let Some(ctx) = self.ctx.clone() else { return };
         let config = ctx.shared.config();
         if let Some(from) = from {
-            self.held = None;
             if !config.is_admin(&ctx.user) {
                 return self.reply_error(
                     SqlState::INSUFFICIENT_PRIVILEGE.code(),
@@ -117,7 +146,6 @@ impl Relay {
             return;
         }
         if self.tracker.tx_status() != TxStatus::Idle {
-            self.held = None;
             let e = MoveError::Pinned(format!(
                 "open transaction (status {})",
                 self.tracker.tx_status().as_char()
@@ -131,10 +159,11 @@ impl Relay {
             on_timeout: OnTimeout::Abort,
             origin: Origin::Comment,
         };
+        // A Parse always carries its statement on.
         self.start_move(
             request,
             Reply::Client {
-                has_statement: parsed.has_statement,
+                has_statement: parsed.has_statement || parse,
             },
         );
     }
@@ -168,10 +197,7 @@ impl Relay {
                         self.held = None;
                         self.reply_done(if moved { "MIGRATE 1" } else { "MIGRATE 0" });
                     }
-                    (None, Err(e)) => {
-                        self.held = None;
-                        self.reply_error(e.sqlstate(), &format!("pgbaton: {e}"));
-                    }
+                    (None, Err(e)) => self.reply_error(e.sqlstate(), &format!("pgbaton: {e}")),
                     (None, Ok(_)) => unreachable!("an outcome is always Some"),
                 }
             }

@@ -106,8 +106,11 @@ pub struct Relay {
     pub backend: Backend,
     pub server_pid: i32,
     pub(crate) moving: Option<Move>,
-    /// A Query holding a command comment, not forwarded (yet).
+    /// A Query or Parse holding a command comment, not forwarded (yet).
     pub(crate) held: Option<Bytes>,
+    /// After a refused command in a Parse: drop the client's batch up to its
+    /// Sync and answer that Sync, as Postgres does after an error.
+    pub(crate) discard_until_sync: bool,
     /// Client bytes wait in the inbox to be framed (after a held command).
     reframe: bool,
     /// Client messages forwarded so far: tells whether the server could
@@ -177,6 +180,7 @@ impl Relay {
             moving: None,
             held: None,
             reframe: false,
+            discard_until_sync: false,
             cutover_permit: None,
             client_messages: 0,
             late_tx,
@@ -405,17 +409,16 @@ impl Relay {
                 && !self.pending_checks.is_empty()
                 && self.at_safe_point()
                 && server_open
+                && !self.run_checks().await
             {
-                if !self.run_checks().await {
-                    self.report(
-                        SqlState::CONNECTION_FAILURE.code(),
-                        "pgbaton: lost track of the server connection during a state check",
-                    );
-                    server_open = false;
-                    end = RelayEnd::Io("server check failed".into());
-                    phase = Phase::Closing;
-                    close_deadline = Instant::now() + CLOSE_GRACE;
-                }
+                self.report(
+                    SqlState::CONNECTION_FAILURE.code(),
+                    "pgbaton: lost track of the server connection during a state check",
+                );
+                server_open = false;
+                end = RelayEnd::Io("server check failed".into());
+                phase = Phase::Closing;
+                close_deadline = Instant::now() + CLOSE_GRACE;
             }
             if phase == Phase::Running && drain_deadline.is_some() && self.tracker.is_safe_point() {
                 self.begin_close_with(
@@ -633,14 +636,32 @@ impl Relay {
             }
             let mut end = 0;
             let mut hold = None;
+            // Bytes up to here are dropped, not forwarded.
+            let mut discarded = 0;
             while let Some(frame) = peek_frame(&inbox.buf[end..], |t| {
                 FrontendTag::from_byte(t).body_limit(max)
             })? {
                 let tag = FrontendTag::from_byte(frame.tag);
                 let have = inbox.buf.len() - end;
                 if have >= frame.total {
-                    if tag == FrontendTag::Query
-                        && is_command(&inbox.buf[end + HEADER_LEN..end + frame.total])
+                    let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
+                    if self.discard_until_sync {
+                        // Not forwarded: the batch failed at its command.
+                        if tag == FrontendTag::Sync {
+                            self.discard_until_sync = false;
+                            let mut out = BytesMut::new();
+                            crate::protocol::write::ready_for_query(
+                                &mut out,
+                                self.tracker.tx_status().as_char() as u8,
+                            );
+                            self.to_client.push(out.freeze());
+                        }
+                        discarded = end + frame.total;
+                        end += frame.total;
+                        continue;
+                    }
+                    if (tag == FrontendTag::Query || tag == FrontendTag::Parse)
+                        && is_command(tag, body)
                     {
                         hold = Some(frame.total);
                         break;
@@ -654,7 +675,7 @@ impl Relay {
                         terminate = true;
                         break;
                     }
-                } else if client_needs_body(tag) {
+                } else if client_needs_body(tag) || self.discard_until_sync {
                     inbox.buf.reserve(frame.total - have);
                     break;
                 } else {
@@ -671,6 +692,10 @@ impl Relay {
                     end = inbox.buf.len();
                     break;
                 }
+            }
+            if discarded > 0 {
+                let _ = inbox.buf.split_to(discarded);
+                end -= discarded;
             }
             if end > 0 {
                 self.to_server.push(inbox.buf.split_to(end).freeze());

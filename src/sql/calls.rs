@@ -106,6 +106,9 @@ pub struct SetConfigCall<'a> {
     /// The third argument, when it is a boolean constant (`false`,
     /// `'off'`, ...): `Some(true)` means the change is transaction-local.
     pub is_local: Option<bool>,
+    /// The second argument, when it is a string constant (decoded like a
+    /// name: quotes removed, `''` undoubled).
+    pub value: Option<Ident<'a>>,
 }
 
 /// Iterator returned by [`Calls::set_configs`].
@@ -182,7 +185,15 @@ fn parse_args(mut lexer: Lexer<'_>) -> SetConfigCall<'_> {
         }
         _ => None,
     });
-    SetConfigCall { name, is_local }
+    let value = args[1]
+        .constant()
+        .filter(|t| matches!(t.kind, TokenKind::String(_)))
+        .map(|t| Ident::sql(t.text, syntax));
+    SetConfigCall {
+        name,
+        is_local,
+        value,
+    }
 }
 
 /// The server's `parse_bool` (utils/adt/bool.c): trimmed, case-insensitive,

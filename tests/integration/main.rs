@@ -6,8 +6,17 @@
 
 mod harness;
 
+mod admin;
 mod auth;
 mod cancel;
+mod clients;
+mod demo;
 mod errors;
+mod ledger;
+mod migrate;
+mod migrate_failures;
 mod relay;
+mod shutdown;
 mod startup;
+mod switchover;
+mod tls;

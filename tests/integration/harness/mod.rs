@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod faulty;
 pub mod proxy;
 pub mod raw;
 pub mod servers;

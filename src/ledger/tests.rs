@@ -1,0 +1,132 @@
+//! Scripted wire sequences through the ledger: requests, then the replies a
+//! PG 15 server sends, checking what is recorded.
+
+use super::Ledger;
+use crate::protocol::backend::BackendTag as B;
+use crate::protocol::frontend::FrontendTag as F;
+
+fn query(l: &mut Ledger, sql: &str) {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    l.on_frontend(F::Query, &body);
+}
+
+fn complete(l: &mut Ledger, tag: &str) {
+    let mut body = tag.as_bytes().to_vec();
+    body.push(0);
+    l.on_backend(B::CommandComplete, &body);
+}
+
+fn ready(l: &mut Ledger, status: u8) {
+    l.on_backend(B::ReadyForQuery, &[status]);
+}
+
+fn parse(l: &mut Ledger, name: &str, sql: &str) {
+    let mut body = name.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    l.on_frontend(F::Parse, &body);
+}
+
+#[test]
+fn execute_applies_what_the_prepared_statement_changes() {
+    let mut l = Ledger::default();
+    query(
+        &mut l,
+        "PREPARE py AS SELECT set_config('myapp.tenant', '42', false)",
+    );
+    complete(&mut l, "PREPARE");
+    ready(&mut l, b'I');
+    assert!(l.custom_names().contains("myapp.tenant"));
+    query(&mut l, "EXECUTE py");
+    complete(&mut l, "SELECT 1");
+    ready(&mut l, b'I');
+    assert_eq!(l.custom_value("myapp.tenant"), Some("42"));
+}
+
+#[test]
+fn parse_after_an_error_is_never_recorded() {
+    let mut l = Ledger::default();
+    parse(&mut l, "", "SELECT 1/0");
+    l.on_frontend(F::Bind, b"\0\0\0\0\0\0\0\0");
+    l.on_frontend(F::Execute, b"\0\0\0\0\0");
+    parse(&mut l, "s_after", "SELECT 1");
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::ParseComplete, b"");
+    l.on_backend(B::ErrorResponse, b"SERROR\0C22012\0\0");
+    ready(&mut l, b'I');
+    assert!(l.prepared().is_empty());
+    assert!(l.unnamed().is_some(), "the first Parse completed");
+    assert!(!l.is_desynced());
+}
+
+#[test]
+fn a_simple_query_destroys_the_unnamed_statement() {
+    let mut l = Ledger::default();
+    parse(&mut l, "", "SELECT 1");
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::ParseComplete, b"");
+    ready(&mut l, b'I');
+    assert!(l.unnamed().is_some());
+    query(&mut l, "SELECT 2");
+    complete(&mut l, "SELECT 1");
+    ready(&mut l, b'I');
+    assert!(l.unnamed().is_none());
+}
+
+#[test]
+fn statements_skipped_after_an_error_change_nothing() {
+    let mut l = Ledger::default();
+    query(
+        &mut l,
+        "SET work_mem = '1MB'; SELECT 1/0; SET TimeZone = 'UTC'",
+    );
+    complete(&mut l, "SET");
+    l.on_backend(B::ErrorResponse, b"SERROR\0C22012\0\0");
+    ready(&mut l, b'I');
+    assert!(
+        l.vars().settings.is_empty(),
+        "the implicit transaction rolled back"
+    );
+}
+
+#[test]
+fn close_and_deallocate_remove_statements() {
+    let mut l = Ledger::default();
+    parse(&mut l, "a", "SELECT 1");
+    parse(&mut l, "b", "SELECT 2");
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::ParseComplete, b"");
+    l.on_backend(B::ParseComplete, b"");
+    ready(&mut l, b'I');
+    assert_eq!(l.prepared().len(), 2);
+    l.on_frontend(F::Close, b"Sa\0");
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::CloseComplete, b"");
+    ready(&mut l, b'I');
+    assert_eq!(l.prepared().keys().collect::<Vec<_>>(), vec!["b"]);
+    query(&mut l, "DEALLOCATE ALL");
+    complete(&mut l, "DEALLOCATE ALL");
+    ready(&mut l, b'I');
+    assert!(l.prepared().is_empty());
+}
+
+#[test]
+fn listen_in_a_rolled_back_transaction_is_undone_but_prepare_stays() {
+    let mut l = Ledger::default();
+    for (sql, tag) in [
+        ("BEGIN", "BEGIN"),
+        ("LISTEN ch", "LISTEN"),
+        ("PREPARE p AS SELECT 1", "PREPARE"),
+    ] {
+        query(&mut l, sql);
+        complete(&mut l, tag);
+        ready(&mut l, b'T');
+    }
+    query(&mut l, "ROLLBACK");
+    complete(&mut l, "ROLLBACK");
+    ready(&mut l, b'I');
+    assert!(l.vars().listen.is_empty());
+    assert!(l.prepared().contains_key("p"));
+}
