@@ -88,7 +88,11 @@ async fn run_hook(shared: &Shared) -> Result<Backend, AdminError> {
             ..Default::default()
         },
     )
-    .map_err(|e| failed(format!("scale-out hook printed an invalid backend: {e}")))?;
+    .map_err(|e| {
+        failed(format!(
+            "scale-out hook printed {line:?}, expected \"NAME HOST:PORT\" ({e})"
+        ))
+    })?;
     let mut backend = parsed.backends[0].clone();
     if config.backend(&backend.name).is_some() {
         return Err(failed(format!(

@@ -11,6 +11,7 @@ mod auth;
 mod cancel;
 mod clients;
 mod demo;
+mod drain;
 mod errors;
 mod ledger;
 mod migrate;
