@@ -16,6 +16,7 @@ use crate::session::registry::CheckError;
 use crate::session::relay::Relay;
 use crate::session::relay::RelayCtx;
 use bytes::{Bytes, BytesMut};
+use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -103,6 +104,9 @@ impl Relay {
             ctx.shared
                 .history
                 .finish(m.record, status, reason, pause, total);
+            ctx.shared
+                .history
+                .note_state_read(m.record, m.precheck_hold);
         }
         match &result {
             Ok(o) => {
@@ -228,36 +232,7 @@ impl Relay {
             outcome.pause = paused.elapsed();
             return Ok(outcome);
         }
-        // The target may have died (or been told to) while the session was
-        // busy: one Sync round trip proves it is alive and idle right now.
-        let mut sync = BytesMut::new();
-        write::message(&mut sync, b'S', |_| {});
-        let alive = run_batch(
-            &mut staged.r,
-            &mut staged.w,
-            &mut staged.buf,
-            &sync,
-            |_, m| staged.pending.push(m),
-        )
-        .await;
-        match alive {
-            Ok(reply) if reply.error.is_none() && reply.status == b'I' => {}
-            Ok(reply) => {
-                return Err(MoveError::Replay {
-                    backend: staged.backend.name.clone(),
-                    message: format!("the target is not idle (status {})", reply.status as char),
-                })
-            }
-            Err(e) => {
-                return Err(MoveError::Target {
-                    backend: staged.backend.name.clone(),
-                    code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
-                        .code()
-                        .to_string(),
-                    message: format!("the target connection failed before the swap: {e}"),
-                })
-            }
-        }
+        self.target_alive(&mut staged).await?;
         let before_swap = paused.elapsed();
         self.swap(staged, &ctx);
         outcome.pause = paused.elapsed();
@@ -268,6 +243,62 @@ impl Relay {
             "cutover timing"
         );
         Ok(outcome)
+    }
+
+    /// The target may have died (or been told to) while the session was
+    /// busy. A dead one has left EOF or a FATAL in its socket, which a read
+    /// that does not wait finds; one that waited long also gets a Sync round
+    /// trip (after 10 s), which proves it alive and idle.
+    async fn target_alive(&mut self, staged: &mut Staged) -> Result<(), MoveError> {
+        let dead = |why: String| MoveError::Target {
+            backend: staged.backend.name.clone(),
+            code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
+                .code()
+                .to_string(),
+            message: format!("the target connection failed before the swap: {why}"),
+        };
+        loop {
+            // One poll, no waiting (a zero timeout would wait for a timer tick).
+            let polled = {
+                let mut read = std::pin::pin!(staged.r.read_buf(&mut staged.buf));
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            match polled {
+                std::task::Poll::Pending => break,
+                std::task::Poll::Ready(Ok(0)) => return Err(dead("closed".into())),
+                std::task::Poll::Ready(Err(e)) => return Err(dead(e.to_string())),
+                std::task::Poll::Ready(Ok(_)) => {}
+            }
+        }
+        while let Ok(Some((frame, body))) =
+            crate::protocol::codec::split_message(&staged.buf, |_| usize::MAX)
+        {
+            if frame.tag == b'E' && crate::protocol::backend::error_fields(body).is_fatal() {
+                let msg =
+                    String::from_utf8_lossy(crate::protocol::backend::error_fields(body).message)
+                        .into_owned();
+                return Err(dead(msg));
+            }
+            let msg = staged.buf.split_to(frame.total).freeze();
+            staged.pending.push(msg);
+        }
+        if staged.ready_at.elapsed() > Duration::from_secs(10) {
+            let mut sync = BytesMut::new();
+            write::message(&mut sync, b'S', |_| {});
+            let reply = run_batch(
+                &mut staged.r,
+                &mut staged.w,
+                &mut staged.buf,
+                &sync,
+                |_, m| staged.pending.push(m),
+            )
+            .await
+            .map_err(|e| dead(e.to_string()))?;
+            if reply.error.is_some() || reply.status != b'I' {
+                return Err(dead(format!("not idle (status {})", reply.status as char)));
+            }
+        }
+        Ok(())
     }
 
     /// Reads the source's state (at a safe point).

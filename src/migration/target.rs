@@ -36,6 +36,8 @@ pub struct Staged {
     pub plan: ReplayPlan,
     /// Notifications and notices that arrived for the client meanwhile.
     pub pending: Vec<Bytes>,
+    /// When pre-staging finished.
+    pub ready_at: tokio::time::Instant,
 }
 
 /// What pre-staging needs from the session, copied so the client can go on.
@@ -105,6 +107,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         state,
         plan,
         pending,
+        ready_at: tokio::time::Instant::now(),
     })
 }
 

@@ -325,10 +325,12 @@ impl Relay {
                 && server_open
                 && matches!(&self.moving, Some(m) if m.precheck.is_none())
                 && self.at_safe_point()
+                && self.cutover_permit.is_some()
             {
                 let read_started = Instant::now();
                 let read = self.source_state().await;
                 let hold = read_started.elapsed();
+                self.cutover_permit = None;
                 let at = self.client_messages;
                 match read {
                     Ok(state) => {
@@ -371,7 +373,7 @@ impl Relay {
             }
             let staged =
                 matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)));
-            if self.cutover_permit.is_some() && !(staged && self.at_safe_point()) {
+            if self.cutover_permit.is_some() && !(self.moving.is_some() && self.at_safe_point()) {
                 // The client moved on while the permit came: let others go.
                 self.cutover_permit = None;
             }
@@ -449,7 +451,7 @@ impl Relay {
                 matches!(&self.moving, Some(m) if matches!(m.stage, Stage::PreStaging(_)));
             let want_slot = phase == Phase::Running
                 && self.cutover_permit.is_none()
-                && matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)))
+                && matches!(&self.moving, Some(m) if m.precheck.is_none() || matches!(m.stage, Stage::WaitingForSafePoint(_)))
                 && self.at_safe_point();
             let slots = self.ctx.as_ref().map(|c| c.shared.cutover_slots.clone());
             let move_deadline = self.moving.as_ref().map(|m| m.deadline);
