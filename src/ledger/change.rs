@@ -244,6 +244,20 @@ pub fn query_changes(sql_text: &[u8]) -> Option<Vec<Vec<Change>>> {
     )
 }
 
+/// What the first statement of `text` changes: for a Parse (one statement)
+/// or the body of a PREPARE, which EXECUTE applies later.
+pub fn statement_changes(text: &[u8]) -> Vec<Change> {
+    query_changes(text)
+        .and_then(|mut s| {
+            if s.is_empty() {
+                None
+            } else {
+                Some(s.swap_remove(0))
+            }
+        })
+        .unwrap_or_default()
+}
+
 /// Whether the text may contain an EXECUTE statement: a cheap,
 /// case-insensitive scan that allocates nothing.
 fn mentions_execute(sql_text: &[u8]) -> bool {

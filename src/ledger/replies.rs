@@ -5,7 +5,7 @@
 //! the rest of a simple query, or the rest of an extended batch up to Sync
 //! (session-state.md §4.5, P4).
 
-use super::change::{query_changes, Change};
+use super::change::{query_changes, statement_changes, Change};
 use super::{Ledger, Prepared, PreparedKind};
 use crate::protocol::backend::BackendTag;
 use crate::protocol::codec::cstr;
@@ -102,15 +102,7 @@ impl Ledger {
                 let Some(p) = frontend::parse_body(body) else {
                     return;
                 };
-                let changes = query_changes(p.query)
-                    .and_then(|mut s| {
-                        if s.is_empty() {
-                            None
-                        } else {
-                            Some(s.swap_remove(0))
-                        }
-                    })
-                    .unwrap_or_default();
+                let changes = statement_changes(p.query);
                 self.note_custom_names(std::slice::from_ref(&changes));
                 if p.name.is_empty() {
                     let mut buf = self.spare.pop().unwrap_or_default();
@@ -351,15 +343,7 @@ impl Ledger {
         for c in changes {
             match c {
                 Change::Prepare { name, text } => {
-                    let changes = query_changes(text.as_bytes())
-                        .and_then(|mut s| {
-                            if s.is_empty() {
-                                None
-                            } else {
-                                Some(s.swap_remove(0))
-                            }
-                        })
-                        .unwrap_or_default();
+                    let changes = statement_changes(text.as_bytes());
                     let search_path = self.search_path();
                     self.prepared.insert(
                         name.clone(),

@@ -319,6 +319,7 @@ impl Relay {
         let old_r = std::mem::replace(&mut self.server_r, staged.r);
         let mut old_w = std::mem::replace(&mut self.server_w, staged.w);
         let old_buf = std::mem::replace(&mut self.server_in.buf, staged.buf);
+        self.server_tls = staged.tls;
         // The client is told only about values that differ from what it saw.
         for (n, v) in &staged.params {
             let seen = self

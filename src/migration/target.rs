@@ -38,6 +38,7 @@ pub struct Staged {
     pub pending: Vec<Bytes>,
     /// When pre-staging finished.
     pub ready_at: tokio::time::Instant,
+    pub tls: bool,
 }
 
 /// What pre-staging needs from the session, copied so the client can go on.
@@ -81,6 +82,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
     let conn = crate::session::connect_server(&shared, &config, &target, &startup, &user)
         .await
         .map_err(|e| MoveError::from_server(&target.name, &e))?;
+    let tls = conn.stream.is_tls();
     let (mut r, mut w) = tokio::io::split(conn.stream);
     let mut buf = conn.leftover;
     let mut params = conn.params;
@@ -108,6 +110,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         plan,
         pending,
         ready_at: tokio::time::Instant::now(),
+        tls,
     })
 }
 

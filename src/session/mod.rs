@@ -8,10 +8,13 @@
 pub mod check;
 pub mod client_auth;
 pub mod command;
+mod control;
+mod framing;
 pub mod handshake;
 pub mod outbox;
 pub mod registry;
 pub mod relay;
+mod steps;
 pub mod tracker;
 
 use crate::cancel::CancelTarget;

@@ -1,0 +1,174 @@
+//! Framing what each side sent: complete messages are found in place and
+//! queued for the other side as one slice; the tracker and the ledger see
+//! each message; a large message nobody reads streams through in pieces; a
+//! command comment is held back.
+
+use super::command::is_command;
+use super::relay::Relay;
+use crate::protocol::backend::{error_fields, BackendTag};
+use crate::protocol::codec::{peek_frame, FrameError, HEADER_LEN};
+use crate::protocol::frontend::FrontendTag;
+use bytes::BytesMut;
+
+impl Relay {
+    /// Frames what the client sent. Returns true when it sent Terminate.
+    pub(super) fn frame_client(&mut self) -> Result<bool, FrameError> {
+        let max = self.max_message_size;
+        let inbox = &mut self.client_in;
+        let mut terminate = false;
+        loop {
+            if inbox.streaming > 0 {
+                let n = inbox.streaming.min(inbox.buf.len());
+                if n == 0 {
+                    return Ok(terminate);
+                }
+                self.to_server.push(inbox.buf.split_to(n).freeze());
+                inbox.streaming -= n;
+                continue;
+            }
+            let mut end = 0;
+            let mut hold = None;
+            // Bytes up to here are dropped, not forwarded.
+            let mut discarded = 0;
+            while let Some(frame) = peek_frame(&inbox.buf[end..], |t| {
+                FrontendTag::from_byte(t).body_limit(max)
+            })? {
+                let tag = FrontendTag::from_byte(frame.tag);
+                let have = inbox.buf.len() - end;
+                if have >= frame.total {
+                    let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
+                    if self.discard_until_sync {
+                        // Not forwarded: the batch failed at its command.
+                        if tag == FrontendTag::Sync {
+                            self.discard_until_sync = false;
+                            let mut out = BytesMut::new();
+                            crate::protocol::write::ready_for_query(
+                                &mut out,
+                                self.tracker.tx_status().as_char() as u8,
+                            );
+                            self.to_client.push(out.freeze());
+                        }
+                        discarded = end + frame.total;
+                        end += frame.total;
+                        continue;
+                    }
+                    if (tag == FrontendTag::Query || tag == FrontendTag::Parse)
+                        && is_command(tag, body)
+                    {
+                        hold = Some(frame.total);
+                        break;
+                    }
+                    self.tracker.on_frontend(tag);
+                    self.client_messages += 1;
+                    self.ledger
+                        .on_frontend(tag, &inbox.buf[end + HEADER_LEN..end + frame.total]);
+                    end += frame.total;
+                    if tag == FrontendTag::Terminate {
+                        terminate = true;
+                        break;
+                    }
+                } else if client_needs_body(tag) || self.discard_until_sync {
+                    inbox.buf.reserve(frame.total - have);
+                    break;
+                } else {
+                    self.tracker.on_frontend(tag);
+                    self.client_messages += 1;
+                    if tag == FrontendTag::Bind {
+                        // Its names come first; the parameters stream through.
+                        self.ledger
+                            .on_bind_prefix(&inbox.buf[(end + HEADER_LEN).min(inbox.buf.len())..]);
+                    } else {
+                        self.ledger.on_frontend(tag, &[]);
+                    }
+                    inbox.streaming = frame.total - have;
+                    end = inbox.buf.len();
+                    break;
+                }
+            }
+            if discarded > 0 {
+                let _ = inbox.buf.split_to(discarded);
+                end -= discarded;
+            }
+            if end > 0 {
+                self.to_server.push(inbox.buf.split_to(end).freeze());
+            }
+            if let Some(total) = hold {
+                // Held until everything before it is answered; nothing
+                // after it is framed meanwhile.
+                self.held = Some(inbox.buf.split_to(total).freeze());
+                self.reframe = true;
+                return Ok(terminate);
+            }
+            if terminate {
+                inbox.buf.clear();
+                inbox.streaming = 0;
+            }
+            if inbox.streaming == 0 || inbox.buf.is_empty() {
+                return Ok(terminate);
+            }
+        }
+    }
+
+    /// Frames what the server sent and queues it for the client.
+    pub(super) fn frame_server(&mut self) {
+        let inbox = &mut self.server_in;
+        loop {
+            if inbox.streaming > 0 {
+                let n = inbox.streaming.min(inbox.buf.len());
+                if n == 0 {
+                    return;
+                }
+                self.to_client.push(inbox.buf.split_to(n).freeze());
+                inbox.streaming -= n;
+                continue;
+            }
+            let mut end = 0;
+            // The server is trusted to frame correctly; a bad length from it
+            // is still not a reason to panic: pass the bytes through.
+            while let Ok(Some(frame)) = peek_frame(&inbox.buf[end..], |_| usize::MAX) {
+                let tag = BackendTag::from_byte(frame.tag);
+                let have = inbox.buf.len() - end;
+                if have >= frame.total {
+                    let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
+                    self.tracker.on_backend(tag, body);
+                    self.ledger.on_backend(tag, body);
+                    if tag == BackendTag::ErrorResponse && error_fields(body).is_fatal() {
+                        self.flow.fatal_forwarded = true;
+                    }
+                    end += frame.total;
+                } else if server_needs_body(tag) {
+                    inbox.buf.reserve(frame.total - have);
+                    break;
+                } else {
+                    self.tracker.on_backend(tag, &[]);
+                    self.ledger.on_backend(tag, &[]);
+                    inbox.streaming = frame.total - have;
+                    end = inbox.buf.len();
+                    break;
+                }
+            }
+            if end > 0 {
+                self.to_client.push(inbox.buf.split_to(end).freeze());
+            }
+            if inbox.streaming == 0 || inbox.buf.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+/// Client messages whose body pgbaton reads (SQL for the ledger and the
+/// command comment); all others may stream through.
+fn client_needs_body(tag: FrontendTag) -> bool {
+    matches!(
+        tag,
+        FrontendTag::Query | FrontendTag::Parse | FrontendTag::Terminate
+    )
+}
+
+fn server_needs_body(tag: BackendTag) -> bool {
+    matches!(
+        tag,
+        BackendTag::ReadyForQuery | BackendTag::ParameterStatus | BackendTag::ErrorResponse
+    )
+}
