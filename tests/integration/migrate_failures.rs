@@ -84,6 +84,21 @@ async fn prestaged_on(direct: &Client, app: &str) {
     .await;
 }
 
+/// Two servers with a `hits` table; backend `pg{which+1}` reached through a
+/// fault-injecting relay.
+async fn behind_relay(
+    s1: &crate::harness::TestServer,
+    s2: &crate::harness::TestServer,
+    which: usize,
+) -> (FaultyRelay, TestProxy) {
+    on_all(&[s1, s2], "CREATE TABLE hits (n int)");
+    let relay = FaultyRelay::start(&[s1, s2][which].addr()).await;
+    let mut config = foreign_config(&[s1, s2], "");
+    config.backends[which].port = relay.addr.port();
+    config.backends[which].host = relay.addr.ip().to_string();
+    (relay, TestProxy::start(config).await)
+}
+
 async fn connect_app(proxy: &TestProxy, user: &str, db: &str, app: &str) -> Client {
     proxy
         .try_connect(&format!(
@@ -219,12 +234,7 @@ async fn target_lacks_the_role_or_the_database() {
 async fn target_dies_during_replay() {
     let servers = start_servers(2).await;
     let (s1, s2) = (&servers[0], &servers[1]);
-    on_all(&[s1, s2], "CREATE TABLE hits (n int)");
-    let relay = FaultyRelay::start(&s2.addr()).await;
-    let mut config = foreign_config(&[s1, s2], "");
-    config.backends[1].port = relay.addr.port();
-    config.backends[1].host = relay.addr.ip().to_string();
-    let proxy = TestProxy::start(config).await;
+    let (relay, proxy) = behind_relay(s1, s2, 1).await;
     let client = connect_app(&proxy, "postgres", "postgres", "replay").await;
     client.batch_execute(STATE).await.unwrap();
     client.batch_execute("EXECUTE bump(1)").await.unwrap();
@@ -271,12 +281,7 @@ async fn target_dies_during_replay() {
 async fn target_dies_while_the_move_waits_for_a_safe_point() {
     let servers = start_servers(2).await;
     let (s1, s2) = (&servers[0], &servers[1]);
-    on_all(&[s1, s2], "CREATE TABLE hits (n int)");
-    let relay = FaultyRelay::start(&s2.addr()).await;
-    let mut config = foreign_config(&[s1, s2], "");
-    config.backends[1].port = relay.addr.port();
-    config.backends[1].host = relay.addr.ip().to_string();
-    let proxy = TestProxy::start(config).await;
+    let (relay, proxy) = behind_relay(s1, s2, 1).await;
     let client = connect_app(&proxy, "postgres", "postgres", "waiting").await;
     client.batch_execute(STATE).await.unwrap();
     let (pid, port) = where_is(&client).await;
@@ -370,13 +375,8 @@ async fn replayed_statement_fails_on_the_target() {
 async fn source_fails_at_the_safe_point() {
     let servers = start_servers(2).await;
     let (s1, s2) = (&servers[0], &servers[1]);
-    on_all(&[s1, s2], "CREATE TABLE hits (n int)");
     // pg1 behind a relay that can break the session's own server connection.
-    let relay = FaultyRelay::start(&s1.addr()).await;
-    let mut config = foreign_config(&[s1, s2], "");
-    config.backends[0].port = relay.addr.port();
-    config.backends[0].host = relay.addr.ip().to_string();
-    let proxy = TestProxy::start(config).await;
+    let (relay, proxy) = behind_relay(s1, s2, 0).await;
     let (mut raw, _) = Raw::login(
         proxy.addr,
         &[
