@@ -360,7 +360,20 @@ impl Relay {
         // field again would repeat it in every line); moves are logged.
         // The old server may still hold notifications for channels the
         // session listens to: read them until it closes, and deliver them.
-        let late = self.late_tx.clone();
+        let live = self
+            .late_tx
+            .as_ref()
+            .and_then(|w| w.upgrade())
+            .filter(|_| self.late_rx.is_some());
+        let late = match live {
+            Some(tx) => tx,
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                self.late_tx = Some(tx.downgrade());
+                self.late_rx = Some(rx);
+                tx
+            }
+        };
         tokio::spawn(async move {
             let _ = old_w.write_all(b"X\0\0\0\x04").await;
             let _ = old_w.flush().await;

@@ -123,9 +123,11 @@ pub struct Relay {
     pub(crate) cutover_permit: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Where the loop is: running or closing, and why it ends.
     pub(crate) flow: Flow,
-    /// Notifications from a server the session just left.
-    pub(crate) late_tx: mpsc::UnboundedSender<Bytes>,
-    late_rx: mpsc::UnboundedReceiver<Bytes>,
+    /// Notifications from servers the session just left, while they drain.
+    pub(crate) late_rx: Option<mpsc::UnboundedReceiver<Bytes>>,
+    /// The senders' side of `late_rx`, weak so the channel closes when the
+    /// last drain ends; a second move during a drain joins the same channel.
+    pub(crate) late_tx: Option<mpsc::WeakUnboundedSender<Bytes>>,
 }
 
 /// The loop's own state.
@@ -172,7 +174,6 @@ impl Relay {
         let server_leftover = server.leftover;
         let (backend, server_pid) = (server.backend, server.pid);
         let server = server.stream;
-        let (late_tx, late_rx) = mpsc::unbounded_channel();
         let (client_tls, server_tls) = (client.is_tls(), server.is_tls());
         let (client_r, client_w) = tokio::io::split(client);
         let (server_r, server_w) = tokio::io::split(server);
@@ -219,8 +220,8 @@ impl Relay {
                 close_deadline: Instant::now(),
                 drain_deadline: None,
             },
-            late_tx,
-            late_rx,
+            late_rx: None,
+            late_tx: None,
         }
     }
 
@@ -269,7 +270,9 @@ impl Relay {
             self.frame_server();
         }
         loop {
-            self.safe_point_steps().await;
+            if self.has_pending_steps() {
+                self.safe_point_steps().await;
+            }
             if self.flow.phase == Phase::Closing {
                 self.flow.client_open = false;
                 if !self.flow.server_open {
@@ -357,7 +360,14 @@ impl Relay {
                     self.flow.drain_deadline = Some(deadline);
                 },
                 r = prestaged(&mut self.moving), if prestaging && running => self.on_prestaged(r),
-                Some(msg) = self.late_rx.recv() => self.to_client.push(msg),
+                msg = recv_late(&mut self.late_rx), if self.late_rx.is_some() => match msg {
+                    Some(msg) => self.to_client.push(msg),
+                    // The old servers are drained: stop listening.
+                    None => {
+                        self.late_rx = None;
+                        self.late_tx = None;
+                    }
+                },
                 permit = cutover_slot(slots), if want_slot => self.cutover_permit = permit,
                 _ = &mut self.timer, if timed => {
                     self.timer_at = None;
@@ -482,6 +492,13 @@ async fn prestaged(
             }),
         },
         _ => std::future::pending().await,
+    }
+}
+
+async fn recv_late(late: &mut Option<mpsc::UnboundedReceiver<Bytes>>) -> Option<Bytes> {
+    match late {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -14,6 +14,17 @@ const SOURCE_LOST: &str =
     "pgbaton: the server connection failed during a move; the session cannot continue";
 
 impl Relay {
+    /// Whether any step may have work: checked on every turn of the loop, so
+    /// an ordinary session does not even enter the steps.
+    pub(super) fn has_pending_steps(&self) -> bool {
+        self.held.is_some()
+            || self.reframe
+            || self.moving.is_some()
+            || self.cutover_permit.is_some()
+            || !self.pending_checks.is_empty()
+            || self.flow.drain_deadline.is_some()
+    }
+
     pub(super) async fn safe_point_steps(&mut self) {
         if self.flow.phase != Phase::Running {
             return;
