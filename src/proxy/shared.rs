@@ -102,7 +102,7 @@ impl Shared {
             history: History::default(),
             source: Default::default(),
             prestage_slots: Arc::new(tokio::sync::Semaphore::new(16)),
-            cutover_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+            cutover_slots: Arc::new(tokio::sync::Semaphore::new(2)),
             shutdown_tx: Arc::new(tokio::sync::watch::channel(None).0),
         })
     }

@@ -48,9 +48,7 @@ impl Relay {
             self.cutover_permit = None;
         }
         let slot = self.cutover_permit.is_some() && self.flow.server_open && self.at_safe_point();
-        if slot && matches!(&self.moving, Some(m) if m.precheck.is_none()) {
-            self.read_source_state().await;
-        } else if slot
+        if slot
             && matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)))
         {
             self.run_cutover().await;
@@ -78,19 +76,19 @@ impl Relay {
         }
     }
 
-    /// Whether a move needs a slot now (to read the source, or to cut over).
+    /// Whether a move needs a slot now: its target is ready and the session
+    /// is at a safe point.
     pub(super) fn wants_move_slot(&self) -> bool {
-        matches!(&self.moving, Some(m) if m.precheck.is_none() || matches!(m.stage, Stage::WaitingForSafePoint(_)))
+        matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)))
             && self.at_safe_point()
     }
 
-    /// The source's state, read once at the first safe point while the target
-    /// is being prepared; blockers end the move early.
+    /// The source's state, read at the safe point once the target is ready;
+    /// blockers end the move here.
     async fn read_source_state(&mut self) {
         let started = Instant::now();
         let read = self.source_state().await;
         let hold = started.elapsed();
-        self.cutover_permit = None;
         let at = self.client_messages;
         let Some(mut m) = self.moving.take() else {
             return;
@@ -125,19 +123,34 @@ impl Relay {
         }
     }
 
-    /// A pre-staged move at a safe point, with a slot: the pause.
+    /// A pre-staged move at a safe point, with a slot: the pause, from
+    /// reading the source's state to the swap.
     async fn run_cutover(&mut self) {
+        let started = Instant::now();
+        if matches!(&self.moving, Some(m) if m.precheck.is_none()) {
+            self.read_source_state().await;
+            if self.flow.phase != Phase::Running {
+                self.cutover_permit = None;
+                return;
+            }
+        }
         let Some(mut m) = self.moving.take() else {
+            self.cutover_permit = None;
             return;
         };
         let Stage::WaitingForSafePoint(staged) = std::mem::replace(&mut m.stage, Stage::Done)
         else {
             self.moving = Some(m);
+            self.cutover_permit = None;
             return;
         };
         let precheck = m.precheck.take();
-        let result = self.cutover(*staged, m.request.dry_run, precheck).await;
+        let mut result = self.cutover(*staged, m.request.dry_run, precheck).await;
         self.cutover_permit = None;
+        if let Ok(o) = &mut result {
+            // The client was held from the state read on.
+            o.pause = started.elapsed();
+        }
         let lost = matches!(result, Err(MoveError::SourceLost(_)));
         self.finish_move(m, result);
         if lost {
