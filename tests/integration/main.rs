@@ -14,6 +14,7 @@ mod demo;
 mod drain;
 mod errors;
 mod ledger;
+mod logging;
 mod migrate;
 mod migrate_failures;
 mod relay;
