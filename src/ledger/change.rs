@@ -228,9 +228,7 @@ pub fn changes_of(effect: Effect<'_>, out: &mut Vec<Change>) {
 /// (empty for statements that change nothing). `None` when the whole query
 /// changes nothing: the common case, with no allocation at all.
 pub fn query_changes(sql_text: &[u8]) -> Option<Vec<Vec<Change>>> {
-    // EXECUTE changes nothing by itself, but the statement it runs may
-    // (a prepared set_config): the ledger applies what that one recorded.
-    if !sql::changes_session_state(sql_text) && !mentions_execute(sql_text) {
+    if !sql::changes_session_state(sql_text) {
         return None;
     }
     Some(
@@ -256,14 +254,6 @@ pub fn statement_changes(text: &[u8]) -> Vec<Change> {
             }
         })
         .unwrap_or_default()
-}
-
-/// Whether the text may contain an EXECUTE statement: a cheap,
-/// case-insensitive scan that allocates nothing.
-fn mentions_execute(sql_text: &[u8]) -> bool {
-    sql_text
-        .windows(7)
-        .any(|w| w.eq_ignore_ascii_case(b"execute"))
 }
 
 #[cfg(test)]

@@ -207,12 +207,14 @@ pub enum Transaction<'a> {
 
 impl Effect<'_> {
     /// Whether the ledger has anything to record for this statement: false
-    /// for [`Effect::Other`], `NOTIFY`, `EXECUTE`, transaction-only `SET`s,
-    /// cursors without hold, and calls of transaction-scoped functions only.
-    /// Transaction control counts, since SET and LISTEN follow it.
+    /// for [`Effect::Other`], `NOTIFY`, transaction-only `SET`s, cursors
+    /// without hold, and calls of transaction-scoped functions only.
+    /// Transaction control counts, since SET and LISTEN follow it; so does
+    /// `EXECUTE`, which applies whatever its prepared statement changes (a
+    /// prepared `set_config`, say).
     pub fn is_session_state(&self) -> bool {
         match self {
-            Effect::Other | Effect::Notify { .. } | Effect::Execute { .. } => false,
+            Effect::Other | Effect::Notify { .. } => false,
             Effect::SetTransaction => false,
             Effect::DeclareCursor { with_hold, .. } => *with_hold,
             Effect::Calls(calls) => calls.is_session_state(),

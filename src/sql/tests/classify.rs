@@ -393,7 +393,6 @@ fn session_state_and_pins() {
         "SELECT 1",
         "SELECT abalance FROM pgbench_accounts WHERE aid = 42; SELECT 2",
         "NOTIFY ch",
-        "EXECUTE p",
         "SET TRANSACTION READ ONLY",
         "SELECT pg_advisory_xact_lock(1)",
         "DECLARE c CURSOR FOR SELECT 1",
