@@ -105,10 +105,7 @@ async fn console(proxy: &TestProxy) -> Client {
 /// session is registered.
 async fn client(proxy: &TestProxy, app: &str) -> Client {
     let c = proxy
-        .try_connect(&format!(
-            "{} application_name={app}",
-            proxy.conn_str("postgres", "postgres")
-        ))
+        .try_connect(&proxy.conn_str_app("postgres", "postgres", app))
         .await
         .unwrap_or_else(|e| panic!("{app}: {e:?}"));
     c.simple_query("SELECT 1").await.unwrap();

@@ -59,10 +59,7 @@ async fn reload_drains_a_backend_and_disconnects_the_pinned_when_told() {
     let mut movers = Vec::new();
     for app in ["drain-a", "drain-b"] {
         let c = proxy
-            .try_connect(&format!(
-                "{} application_name={app}",
-                proxy.conn_str("postgres", "postgres")
-            ))
+            .try_connect(&proxy.conn_str_app("postgres", "postgres", app))
             .await
             .unwrap();
         c.batch_execute("SET TimeZone = 'Asia/Tokyo'; PREPARE q(int) AS SELECT $1 + 1")
@@ -71,10 +68,7 @@ async fn reload_drains_a_backend_and_disconnects_the_pinned_when_told() {
         movers.push(c);
     }
     let stuck = proxy
-        .try_connect(&format!(
-            "{} application_name=drain-stuck",
-            proxy.conn_str("postgres", "postgres")
-        ))
+        .try_connect(&proxy.conn_str_app("postgres", "postgres", "drain-stuck"))
         .await
         .unwrap();
     stuck.batch_execute("BEGIN; SELECT 1").await.unwrap();

@@ -31,10 +31,7 @@ fn session(proxy: &TestProxy, app: &str) -> Arc<SessionEntry> {
 /// A tokio-postgres client through pgbaton named `app`, and its session.
 async fn connect(proxy: &TestProxy, app: &str) -> (Client, Arc<SessionEntry>) {
     let client = proxy
-        .try_connect(&format!(
-            "{} application_name={app}",
-            proxy.conn_str("postgres", "postgres")
-        ))
+        .try_connect(&proxy.conn_str_app("postgres", "postgres", app))
         .await
         .unwrap_or_else(|e| panic!("connecting {app} through pgbaton: {e:?}"));
     client.simple_query("SELECT 1").await.unwrap();

@@ -94,7 +94,7 @@ pub(crate) async fn connect_watched(
     db: &str,
     app: &str,
 ) -> (Client, mpsc::UnboundedReceiver<AsyncMessage>) {
-    let conf = format!("{} application_name={app}", proxy.conn_str(user, db));
+    let conf = proxy.conn_str_app(user, db, app);
     let (client, mut conn) = tokio_postgres::connect(&conf, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connecting through pgbaton: {e:?}"));

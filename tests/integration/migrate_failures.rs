@@ -99,16 +99,6 @@ async fn behind_relay(
     (relay, TestProxy::start(config).await)
 }
 
-async fn connect_app(proxy: &TestProxy, user: &str, db: &str, app: &str) -> Client {
-    proxy
-        .try_connect(&format!(
-            "{} application_name={app}",
-            proxy.conn_str(user, db)
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("connecting through pgbaton: {e:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_down() {
     let servers = start_servers(1).await;
@@ -123,7 +113,7 @@ async fn target_down() {
     config.backends[1].host = "127.0.0.1".into();
     config.backends[1].port = dead;
     let proxy = TestProxy::start(config).await;
-    let client = connect_app(&proxy, "postgres", "postgres", "down").await;
+    let client = proxy.connect_app("postgres", "postgres", "down").await;
     client.batch_execute(STATE).await.unwrap();
     client.batch_execute("EXECUTE bump(1)").await.unwrap();
     let (pid, port) = where_is(&client).await;
@@ -175,7 +165,7 @@ async fn target_refuses_the_password() {
         "[[users]]\nname = \"app\"\npassword = \"app-password\"\n",
     );
     let proxy = TestProxy::start(config).await;
-    let client = connect_app(&proxy, "app", "postgres", "pw").await;
+    let client = proxy.connect_app("app", "postgres", "pw").await;
     client.batch_execute(STATE).await.unwrap();
     client.batch_execute("EXECUTE bump(1)").await.unwrap();
     let (pid, port) = where_is(&client).await;
@@ -202,7 +192,7 @@ async fn target_lacks_the_role_or_the_database() {
     s1.psql("appdb", "CREATE TABLE hits (n int)");
     let proxy = TestProxy::start(foreign_config(&[s1, s2], "")).await;
 
-    let no_role = connect_app(&proxy, "app", "postgres", "norole").await;
+    let no_role = proxy.connect_app("app", "postgres", "norole").await;
     no_role.batch_execute(STATE).await.unwrap();
     let (pid, port) = where_is(&no_role).await;
     let e = must_fail(
@@ -212,7 +202,7 @@ async fn target_lacks_the_role_or_the_database() {
     assert_eq!(sqlstate(&e), "28000", "{}", err_text(&e));
     intact(&no_role, port, pid, 1).await;
 
-    let no_db = connect_app(&proxy, "postgres", "appdb", "nodb").await;
+    let no_db = proxy.connect_app("postgres", "appdb", "nodb").await;
     no_db.batch_execute(STATE).await.unwrap();
     let (pid, port) = where_is(&no_db).await;
     let e = must_fail(
@@ -235,7 +225,7 @@ async fn target_dies_during_replay() {
     let servers = start_servers(2).await;
     let (s1, s2) = (&servers[0], &servers[1]);
     let (relay, proxy) = behind_relay(s1, s2, 1).await;
-    let client = connect_app(&proxy, "postgres", "postgres", "replay").await;
+    let client = proxy.connect_app("postgres", "postgres", "replay").await;
     client.batch_execute(STATE).await.unwrap();
     client.batch_execute("EXECUTE bump(1)").await.unwrap();
     let (pid, port) = where_is(&client).await;
@@ -282,7 +272,7 @@ async fn target_dies_while_the_move_waits_for_a_safe_point() {
     let servers = start_servers(2).await;
     let (s1, s2) = (&servers[0], &servers[1]);
     let (relay, proxy) = behind_relay(s1, s2, 1).await;
-    let client = connect_app(&proxy, "postgres", "postgres", "waiting").await;
+    let client = proxy.connect_app("postgres", "postgres", "waiting").await;
     client.batch_execute(STATE).await.unwrap();
     let (pid, port) = where_is(&client).await;
     let direct2 = s2.connect_direct("postgres").await;
@@ -336,7 +326,7 @@ async fn replayed_statement_fails_on_the_target() {
     let proxy = TestProxy::start(foreign_config(&[s1, s2], "")).await;
     let direct2 = s2.connect_direct("postgres").await;
 
-    let by_role = connect_app(&proxy, "postgres", "postgres", "byrole").await;
+    let by_role = proxy.connect_app("postgres", "postgres", "byrole").await;
     by_role.batch_execute(STATE).await.unwrap();
     by_role.batch_execute("SET ROLE only_here").await.unwrap();
     let (pid, port) = where_is(&by_role).await;
@@ -350,7 +340,7 @@ async fn replayed_statement_fails_on_the_target() {
     intact(&by_role, port, pid, 1).await;
     no_backend_named(&direct2, "byrole").await;
 
-    let by_stmt = connect_app(&proxy, "postgres", "postgres", "bystmt").await;
+    let by_stmt = proxy.connect_app("postgres", "postgres", "bystmt").await;
     by_stmt.batch_execute(STATE).await.unwrap();
     by_stmt
         .batch_execute("PREPARE peek AS SELECT count(*) FROM only_here_t")
@@ -481,7 +471,7 @@ async fn source_dies_while_the_move_waits() {
     assert_eq!(hits(s2), "");
 
     // 2. The whole source server stops while a move waits.
-    let client = connect_app(&proxy, "postgres", "postgres", "stopped").await;
+    let client = proxy.connect_app("postgres", "postgres", "stopped").await;
     client
         .batch_execute("INSERT INTO hits VALUES (2); BEGIN; INSERT INTO hits VALUES (3)")
         .await

@@ -72,6 +72,18 @@ impl TestProxy {
             .unwrap_or_else(|e| panic!("connecting through pgbaton: {e:?}"))
     }
 
+    /// A client named `app` (its `application_name`), so a test can find
+    /// its session in the registry or in pg_stat_activity.
+    pub async fn connect_app(&self, user: &str, db: &str, app: &str) -> tokio_postgres::Client {
+        self.try_connect(&self.conn_str_app(user, db, app))
+            .await
+            .unwrap_or_else(|e| panic!("connecting {app} through pgbaton: {e:?}"))
+    }
+
+    pub fn conn_str_app(&self, user: &str, db: &str, app: &str) -> String {
+        format!("{} application_name={app}", self.conn_str(user, db))
+    }
+
     pub async fn try_connect(
         &self,
         conn_str: &str,
