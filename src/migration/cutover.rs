@@ -4,11 +4,12 @@
 //! connection under the client. Any failure before the swap drops the target
 //! and leaves the source untouched.
 
-use super::plan::{state_differences, ReplayPlan};
+use super::plan::{state_differences, unnamed_of, ReplayPlan};
 use super::stage::{Move, Reply, Stage};
-use super::target::{prestage, replay, replay_batch, PrestageInput, Staged};
+use super::target::{prestage, read_state, replay, replay_batch, PrestageInput, Staged};
 use super::{history::Status, MoveError, MoveOutcome, MoveRequest};
 use crate::cancel::CancelTarget;
+use crate::ledger::check::{Depth, ServerState};
 use crate::protocol::backend::BackendTag;
 use crate::protocol::write;
 use crate::server::batch::run_batch;
@@ -25,6 +26,10 @@ use tracing::{info, warn};
 /// First OID of objects created by users (FirstNormalObjectId): statements
 /// with parameter types at or above it only make sense in their own cluster.
 const FIRST_NORMAL_OID: u32 = 16384;
+
+/// Longest the exit of a move's old server connection keeps other cutovers
+/// waiting (see `Shared::move_gate`).
+const EXIT_GATE: Duration = Duration::from_millis(50);
 
 impl Relay {
     /// Starts a move: pre-staging runs in its own task while the client goes
@@ -69,8 +74,6 @@ impl Relay {
             started: now,
             stage: Stage::PreStaging(handle),
             reply,
-            precheck: None,
-            precheck_hold: None,
         });
     }
 
@@ -104,9 +107,6 @@ impl Relay {
             ctx.shared
                 .history
                 .finish(m.record, status, reason, pause, total);
-            ctx.shared
-                .history
-                .note_state_read(m.record, m.precheck_hold);
         }
         match &result {
             Ok(o) => {
@@ -123,55 +123,60 @@ impl Relay {
         &mut self,
         mut staged: Staged,
         dry_run: bool,
-        precheck: Option<(crate::ledger::check::ServerState, u64)>,
     ) -> Result<MoveOutcome, MoveError> {
         let paused = Instant::now();
         let ctx = self.ctx.clone().ok_or(MoveError::Ended)?;
-        let source = match precheck {
-            // Nothing reached the server since: its state cannot have changed.
-            Some((state, at)) if at == self.client_messages => state,
-            _ => self.source_state().await?,
-        };
-        if let Some(reason) = source.pin_reason().or_else(|| {
-            self.ledger
-                .pin_reason()
-                .filter(|r| r.contains("LOAD") || r.contains("dblink"))
-        }) {
-            return Err(MoveError::Pinned(reason));
-        }
-        if staged.backend.foreign {
-            let unnamed_types = self
-                .ledger
-                .unnamed()
-                .map(ReplayPlan::unnamed_param_types)
-                .unwrap_or_default();
-            let foreign_type = source
-                .prepared
-                .iter()
-                .flat_map(|p| p.parameter_types.iter())
-                .chain(unnamed_types.iter())
-                .any(|&oid| oid >= FIRST_NORMAL_OID);
-            if foreign_type {
-                return Err(MoveError::Pinned(format!(
-                    "{} is a foreign cluster and a prepared statement uses a type that exists only in this cluster",
-                    staged.backend.name
-                )));
+        let settable = staged.settable.clone();
+        let light = match self.server_check(Depth::Light(&settable)).await {
+            Ok(state) => Some(state),
+            // A setting the role may not read, say: the full check decides.
+            Err(CheckError::Server(e)) => {
+                tracing::debug!(error = %e, "the light check failed");
+                None
             }
+            Err(e) => return Err(MoveError::SourceLost(e.to_string())),
+        };
+        if let Some(light) = &light {
+            self.refuse_blockers(light, &staged)?;
         }
-        let plan = ReplayPlan::from_server(&source, &self.ledger, &ctx.user)?;
-        let mut differences = state_differences(&source, &staged.state);
-        if plan.unnamed != staged.plan.unnamed {
-            differences.push("unnamed statement".into());
+        let unnamed_differs = unnamed_of(&self.ledger) != staged.plan.unnamed;
+        let mut differences = match &light {
+            Some(light) => state_differences(light, &staged.state, &settable),
+            None => vec!["the light check failed".into()],
+        };
+        let mut full_source = None;
+        if light.as_ref().map_or(true, |l| l.temp_schema != 0)
+            || unnamed_differs
+            || !differences.is_empty()
+        {
+            // The light check cannot count temp objects, and cannot tell a
+            // setting the session changed from one configured differently
+            // on the two servers: read both sides in full, at once.
+            tracing::debug!(?differences, "reading the full state");
+            let custom = self.ledger.custom_names().clone();
+            let (source, target) = tokio::join!(
+                self.source_state(Depth::Full),
+                read_state(&mut staged, &custom)
+            );
+            let source = source?;
+            self.refuse_blockers(&source, &staged)?;
+            differences = state_differences(&source, &target?, &[]);
+            if unnamed_differs {
+                differences.push("unnamed statement".into());
+            }
+            full_source = Some(source);
         }
         let checked = paused.elapsed();
         tracing::debug!(
             check_us = checked.as_micros() as u64,
+            full = full_source.is_some(),
             ?differences,
             "source checked"
         );
-        if !differences.is_empty() {
+        if let Some(source) = full_source.filter(|_| !differences.is_empty()) {
             // The session changed since pre-staging (or the wire could not
             // see everything): reset the target and replay the truth.
+            let plan = ReplayPlan::from_server(&source, &self.ledger, &ctx.user)?;
             let backend = staged.backend.name.clone();
             let mut reset = BytesMut::new();
             postgres_protocol::message::frontend::query("DISCARD ALL", &mut reset).expect("static");
@@ -198,18 +203,19 @@ impl Relay {
                     })
                 }
             }
-            let batch = replay_batch(&plan, self.ledger.custom_names());
+            let batch = replay_batch(&plan, self.ledger.custom_names(), Depth::Full);
             let state = replay(
                 &mut staged.r,
                 &mut staged.w,
                 &mut staged.buf,
                 &batch,
+                2,
                 &backend,
                 &mut staged.params,
                 &mut staged.pending,
             )
             .await?;
-            let left = state_differences(&source, &state);
+            let left = state_differences(&source, &state, &[]);
             if !left.is_empty() {
                 return Err(MoveError::Verify {
                     backend,
@@ -301,11 +307,43 @@ impl Relay {
         Ok(())
     }
 
+    /// What in the source's state forbids the move to `staged`'s backend.
+    fn refuse_blockers(&self, source: &ServerState, staged: &Staged) -> Result<(), MoveError> {
+        if let Some(reason) = source.pin_reason().or_else(|| {
+            self.ledger
+                .pin_reason()
+                .filter(|r| r.contains("LOAD") || r.contains("dblink"))
+        }) {
+            return Err(MoveError::Pinned(reason));
+        }
+        if staged.backend.foreign {
+            let unnamed_types = self
+                .ledger
+                .unnamed()
+                .map(ReplayPlan::unnamed_param_types)
+                .unwrap_or_default();
+            let foreign_type = source
+                .prepared
+                .iter()
+                .flat_map(|p| p.parameter_types.iter())
+                .chain(unnamed_types.iter())
+                .any(|&oid| oid >= FIRST_NORMAL_OID);
+            if foreign_type {
+                return Err(MoveError::Pinned(format!(
+                    "{} is a foreign cluster and a prepared statement uses a type that exists only in this cluster",
+                    staged.backend.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the source's state (at a safe point).
     pub(crate) async fn source_state(
         &mut self,
-    ) -> Result<crate::ledger::check::ServerState, MoveError> {
-        match self.server_check().await {
+        depth: Depth<'_>,
+    ) -> Result<ServerState, MoveError> {
+        match self.server_check(depth).await {
             Ok(s) => Ok(s),
             Err(CheckError::Server(e)) => Err(MoveError::Pinned(format!(
                 "the source refused the state check: {e}"
@@ -374,22 +412,31 @@ impl Relay {
                 tx
             }
         };
+        let gate = ctx.shared.move_gate.clone();
         tokio::spawn(async move {
+            // The old server's exit is Postgres work like a pre-staging's
+            // login: it waits for the cutover in progress, not beside it.
+            let gate = gate.read_owned().await;
             let _ = old_w.write_all(b"X\0\0\0\x04").await;
             let _ = old_w.flush().await;
-            drain_notifications(old_r, old_buf, late).await;
+            drain_notifications(old_r, old_buf, late, gate).await;
         });
     }
 }
 
 /// Reads a terminated server connection to its end and forwards every
 /// NotificationResponse (duplicates are possible; a gap would be worse, P19).
+/// `gate` is let go at EOF, or after [`EXIT_GATE`] at most, so a server
+/// that is slow to close never stalls other moves.
 async fn drain_notifications(
     mut r: tokio::io::ReadHalf<crate::net::Stream>,
     mut buf: BytesMut,
     late: tokio::sync::mpsc::UnboundedSender<Bytes>,
+    gate: tokio::sync::OwnedRwLockReadGuard<()>,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(2);
+    let mut gate = Some(gate);
     loop {
         while let Ok(Some((frame, _))) = crate::protocol::codec::split_message(&buf, |_| 1 << 20) {
             let msg = buf.split_to(frame.total).freeze();
@@ -397,8 +444,13 @@ async fn drain_notifications(
                 return;
             }
         }
-        match tokio::time::timeout_at(deadline, r.read_buf(&mut buf)).await {
+        let until = match gate {
+            Some(_) => started + EXIT_GATE,
+            None => deadline,
+        };
+        match tokio::time::timeout_at(until, r.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
+            Err(_) if gate.is_some() => gate = None,
             _ => return,
         }
     }

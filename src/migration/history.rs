@@ -35,9 +35,6 @@ pub struct Record {
     pub total: Option<Duration>,
     pub started_at: SystemTime,
     pub dry_run: bool,
-    /// How long reading the source's state held the client at its first
-    /// safe point (reused at cutover when the client sent nothing since).
-    pub state_read: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -68,7 +65,6 @@ impl History {
             total: None,
             started_at: SystemTime::now(),
             dry_run,
-            state_read: None,
         });
         id
     }
@@ -86,12 +82,6 @@ impl History {
             r.reason = reason;
             r.pause = pause;
             r.total = Some(total);
-        }
-    }
-
-    pub fn note_state_read(&self, id: u64, hold: Option<Duration>) {
-        if let Some(r) = self.lock().1.iter_mut().rev().find(|r| r.id == id) {
-            r.state_read = hold;
         }
     }
 

@@ -2,6 +2,8 @@
 //! learned once on a control connection and cached. Parse parameter OIDs and
 //! the type OIDs drivers cache are only valid on a physical copy of the same
 //! cluster (session-state.md P12), so by default a move needs both equal.
+//! The same connection learns which settings a session can change, the
+//! names a move's light check reads.
 
 use super::MoveError;
 use crate::config::Backend;
@@ -14,6 +16,8 @@ use bytes::BytesMut;
 pub struct Identity {
     pub system_identifier: String,
     pub version_num: i32,
+    /// The settings a session can change there, for the light check.
+    pub settable: std::sync::Arc<[String]>,
 }
 
 impl Identity {
@@ -50,11 +54,11 @@ pub async fn identity(
     let (mut r, mut w) = tokio::io::split(conn.stream);
     let mut buf = conn.leftover;
     let mut batch = BytesMut::new();
-    postgres_protocol::message::frontend::query(
-        "SELECT system_identifier::text FROM pg_control_system() UNION ALL SELECT current_setting('server_version_num')",
-        &mut batch,
-    )
-    .expect("static query");
+    let query = format!(
+        "SELECT system_identifier::text FROM pg_control_system() UNION ALL SELECT current_setting('server_version_num') UNION ALL ({})",
+        crate::ledger::check::SETTABLE_NAMES_SQL
+    );
+    postgres_protocol::message::frontend::query(&query, &mut batch).expect("static query");
     postgres_protocol::message::frontend::terminate(&mut batch);
     let reply = run_batch(&mut r, &mut w, &mut buf, &batch, |_, _| {})
         .await
@@ -68,7 +72,7 @@ pub async fn identity(
         )));
     }
     let rows: Vec<String> = reply.rows.into_iter().flatten().collect();
-    let [sysid, version] = rows.as_slice() else {
+    let [sysid, version, settable] = rows.as_slice() else {
         return Err(MoveError::Identity(format!(
             "unexpected identity answer from {}",
             backend.name
@@ -77,6 +81,7 @@ pub async fn identity(
     let id = Identity {
         system_identifier: sysid.clone(),
         version_num: version.parse().unwrap_or(0),
+        settable: settable.split(',').map(str::to_string).collect(),
     };
     shared.remember_identity(&backend.name, id.clone());
     Ok(id)

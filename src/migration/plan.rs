@@ -238,7 +238,8 @@ fn use_search_path(out: &mut BytesMut, current: &mut Option<String>, path: Optio
     *current = path.map(str::to_string);
 }
 
-fn unnamed_of(ledger: &Ledger) -> Option<(Vec<u8>, Option<String>)> {
+/// The unnamed statement as the ledger knows it: what a replay would send.
+pub fn unnamed_of(ledger: &Ledger) -> Option<(Vec<u8>, Option<String>)> {
     ledger.unnamed().and_then(|p| match &p.kind {
         PreparedKind::Protocol { parse_body } => Some((parse_body.clone(), p.search_path.clone())),
         PreparedKind::Sql { .. } => None,
@@ -283,8 +284,24 @@ fn utility(out: &mut BytesMut, sql: &str) {
 /// Where two server states differ in what a move must carry. The process
 /// id, and the statement text of SQL-prepared statements (Postgres keeps
 /// the whole query string, P2), are not compared.
-pub fn state_differences(source: &ServerState, target: &ServerState) -> Vec<String> {
+///
+/// Two light states compare the current values of the settable settings,
+/// named from `settable` (the list both checks were given).
+pub fn state_differences(
+    source: &ServerState,
+    target: &ServerState,
+    settable: &[String],
+) -> Vec<String> {
     let mut d = Vec::new();
+    if let (Some(s), Some(t)) = (&source.values, &target.values) {
+        if s.len() != t.len() {
+            d.push("settings: the checks read different lists".into());
+        }
+        for (i, (a, b)) in s.iter().zip(t).enumerate().filter(|(_, (a, b))| a != b) {
+            let name = settable.get(i).map(String::as_str).unwrap_or("?");
+            d.push(format!("setting {name}: source {a:?}, target {b:?}"));
+        }
+    }
     if source.settings != target.settings {
         for (k, v) in &source.settings {
             if target.settings.get(k) != Some(v) {
@@ -349,4 +366,34 @@ pub fn state_differences(source: &ServerState, target: &ServerState) -> Vec<Stri
         ));
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn light(values: &[Option<&str>]) -> ServerState {
+        let values: Vec<Option<String>> = values.iter().map(|v| v.map(str::to_string)).collect();
+        let json = serde_json::json!({
+            "pid": 1, "server_version_num": "150000", "session_user": "u", "current_user": "u",
+            "role": "none", "session_authorization": "u", "custom": {}, "prepared": [],
+            "listen": [], "holdable_cursors": 0, "temp_schema": 0, "advisory_locks": 0,
+            "values": values,
+        });
+        ServerState::from_json(&json.to_string()).unwrap()
+    }
+
+    #[test]
+    fn light_states_compare_values_and_name_the_setting() {
+        let names = ["DateStyle".to_string(), "work_mem".to_string()];
+        let a = light(&[Some("ISO, MDY"), Some("4MB")]);
+        assert!(state_differences(&a, &a.clone(), &names).is_empty());
+        let b = light(&[Some("ISO, MDY"), Some("7MB")]);
+        let d = state_differences(&a, &b, &names);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].contains("work_mem") && d[0].contains("7MB"), "{d:?}");
+        // A setting only one side knows is a difference too.
+        let c = light(&[Some("ISO, MDY"), None]);
+        assert_eq!(state_differences(&a, &c, &names).len(), 1);
+    }
 }

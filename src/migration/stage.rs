@@ -42,10 +42,4 @@ pub struct Move {
     pub deadline: Instant,
     pub stage: Stage,
     pub reply: Reply,
-    /// The source's state, read at the safe point, with the count of client
-    /// messages forwarded at that moment; the cutover uses it only if the
-    /// client has sent nothing since (otherwise it reads again).
-    pub precheck: Option<(crate::ledger::check::ServerState, u64)>,
-    /// How long that state read held the client.
-    pub precheck_hold: Option<std::time::Duration>,
 }

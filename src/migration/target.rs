@@ -8,7 +8,7 @@ use super::identity::identity;
 use super::plan::ReplayPlan;
 use super::MoveError;
 use crate::config::Backend;
-use crate::ledger::check::{check_batch, ServerState};
+use crate::ledger::check::{check_batch, Depth, ServerState};
 
 use crate::net::Stream;
 use crate::protocol::backend::BackendTag;
@@ -31,8 +31,10 @@ pub struct Staged {
     pub key: i32,
     /// The target's ParameterStatus values (startup, then replay).
     pub params: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The target's state as the check reads it.
+    /// The target's state as the light check reads it.
     pub state: ServerState,
+    /// The setting names that check read, for the source's check.
+    pub settable: Arc<[String]>,
     pub plan: ReplayPlan,
     /// Notifications and notices that arrived for the client meanwhile.
     pub pending: Vec<Bytes>,
@@ -61,6 +63,8 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         custom_names,
     } = input;
     let _slot = shared.prestage_slots.clone().acquire_owned().await;
+    // Shared with other pre-stagings, never with a cutover (see `move_gate`).
+    let _gate = shared.move_gate.clone().read_owned().await;
     let src = identity(&shared, &source, &startup, &user).await?;
     let dst = identity(&shared, &target, &startup, &user).await?;
     if src.major() != dst.major() {
@@ -87,12 +91,13 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
     let mut buf = conn.leftover;
     let mut params = conn.params;
     let mut pending: Vec<Bytes> = conn.notices;
-    let batch = replay_batch(&plan, &custom_names);
+    let batch = replay_batch(&plan, &custom_names, Depth::Fresh(&dst.settable));
     let state = replay(
         &mut r,
         &mut w,
         &mut buf,
         &batch,
+        2,
         &target.name,
         &mut params,
         &mut pending,
@@ -107,6 +112,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         key: conn.key,
         params,
         state,
+        settable: dst.settable.clone(),
         plan,
         pending,
         ready_at: tokio::time::Instant::now(),
@@ -117,26 +123,56 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
 /// The replay, Sync, then the check, Sync: the check runs after the
 /// replay's implicit transaction committed, since LISTEN only takes effect at
 /// commit. Both go in one write: one round trip.
-pub fn replay_batch(plan: &ReplayPlan, custom_names: &BTreeSet<String>) -> BytesMut {
+pub fn replay_batch(
+    plan: &ReplayPlan,
+    custom_names: &BTreeSet<String>,
+    depth: Depth<'_>,
+) -> BytesMut {
     let mut batch = BytesMut::with_capacity(4096);
     plan.write(&mut batch);
     crate::protocol::write::message(&mut batch, b'S', |_| {});
-    check_batch(custom_names, &mut batch);
+    check_batch(custom_names, depth, &mut batch);
     crate::protocol::write::message(&mut batch, b'S', |_| {});
     batch
 }
 
-/// Runs a [`replay_batch`]; returns the state the check read.
+/// Reads a staged target's full state: one round trip, for a move whose
+/// light check found a difference.
+pub async fn read_state(
+    staged: &mut Staged,
+    custom_names: &BTreeSet<String>,
+) -> Result<ServerState, MoveError> {
+    let mut batch = BytesMut::with_capacity(2048);
+    check_batch(custom_names, Depth::Full, &mut batch);
+    crate::protocol::write::message(&mut batch, b'S', |_| {});
+    let backend = staged.backend.name.clone();
+    replay(
+        &mut staged.r,
+        &mut staged.w,
+        &mut staged.buf,
+        &batch,
+        1,
+        &backend,
+        &mut staged.params,
+        &mut staged.pending,
+    )
+    .await
+}
+
+/// Runs a [`replay_batch`] (two Syncs) or a lone check (one); returns the
+/// state the check read.
+#[allow(clippy::too_many_arguments)]
 pub async fn replay(
     r: &mut ReadHalf<Stream>,
     w: &mut WriteHalf<Stream>,
     buf: &mut BytesMut,
     batch: &[u8],
+    syncs: usize,
     backend: &str,
     params: &mut Vec<(Vec<u8>, Vec<u8>)>,
     pending: &mut Vec<Bytes>,
 ) -> Result<ServerState, MoveError> {
-    let run = run_batches(r, w, buf, batch, 2, |tag, msg| {
+    let run = run_batches(r, w, buf, batch, syncs, |tag, msg| {
         if tag == BackendTag::ParameterStatus {
             // Swallowed: the client only gets values that differ, at the swap.
             if let Some((n, v)) = crate::protocol::backend::parameter_status(&msg[5..]) {

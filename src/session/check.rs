@@ -5,7 +5,7 @@
 
 use super::registry::CheckError;
 use super::relay::Relay;
-use crate::ledger::check::{check_batch, ServerState};
+use crate::ledger::check::{check_batch, Depth, ServerState};
 use crate::protocol::backend::BackendTag;
 use crate::server::batch::{run_batch, BatchError};
 use bytes::BytesMut;
@@ -33,9 +33,12 @@ impl Relay {
     /// Runs the check. The caller guarantees a safe point. An error other
     /// than `Server` means the connection's protocol state is unknown and the
     /// session must end.
-    pub(crate) async fn server_check(&mut self) -> Result<ServerState, CheckError> {
+    pub(crate) async fn server_check(
+        &mut self,
+        depth: Depth<'_>,
+    ) -> Result<ServerState, CheckError> {
         let mut batch = BytesMut::with_capacity(2048);
-        check_batch(self.ledger.custom_names(), &mut batch);
+        check_batch(self.ledger.custom_names(), depth, &mut batch);
         crate::protocol::write::message(&mut batch, b'S', |_| {});
         let to_client = &mut self.to_client;
         let ledger = &mut self.ledger;

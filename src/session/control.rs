@@ -55,7 +55,7 @@ impl Relay {
     /// Runs the server check for everyone waiting. Returns false when the
     /// connection can no longer be trusted and the session must end.
     pub(super) async fn run_checks(&mut self) -> bool {
-        let result = self.server_check().await;
+        let result = self.server_check(crate::ledger::check::Depth::Full).await;
         let fatal = matches!(result, Err(ref e) if !matches!(e, CheckError::Server(_)));
         let report = result.map(|server| CheckReport {
             differences: differences(&self.ledger, &server),

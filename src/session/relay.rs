@@ -120,7 +120,7 @@ pub struct Relay {
     /// have changed since a state check.
     pub(crate) client_messages: u64,
     /// Held while this session may run its cutover.
-    pub(crate) cutover_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) cutover_permit: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
     /// Where the loop is: running or closing, and why it ends.
     pub(crate) flow: Flow,
     /// Notifications from servers the session just left, while they drain.
@@ -298,7 +298,7 @@ impl Relay {
                 matches!(&self.moving, Some(m) if matches!(m.stage, Stage::PreStaging(_)));
             let want_slot = running && self.cutover_permit.is_none() && self.wants_move_slot();
             let slots = if want_slot {
-                self.ctx.as_ref().map(|c| c.shared.cutover_slots.clone())
+                self.ctx.as_ref().map(|c| c.shared.move_gate.clone())
             } else {
                 None
             };
@@ -504,10 +504,10 @@ async fn recv_late(late: &mut Option<mpsc::UnboundedReceiver<Bytes>>) -> Option<
 
 /// A cutover slot; `None` without a proxy (unit tests) means no limit.
 async fn cutover_slot(
-    slots: Option<Arc<tokio::sync::Semaphore>>,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    match slots {
-        Some(s) => s.acquire_owned().await.ok(),
+    gate: Option<Arc<tokio::sync::RwLock<()>>>,
+) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+    match gate {
+        Some(g) => Some(g.write_owned().await),
         None => None,
     }
 }

@@ -1,13 +1,11 @@
 //! What the relay does between reads, when the session allows it: answer a
-//! held command comment, read the source's state for a move, run a move's
-//! cutover, run state checks, and close for shutdown. Each step runs only at
+//! held command comment, run a move's cutover, run state checks, and close for shutdown. Each step runs only at
 //! the moment it is safe, so no client byte is lost or reordered.
 
 use super::relay::{Phase, Relay, RelayEnd};
 use crate::migration::stage::Stage;
 use crate::migration::target::Staged;
 use crate::migration::{MoveError, OnTimeout};
-use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 
 const SOURCE_LOST: &str =
@@ -83,57 +81,9 @@ impl Relay {
             && self.at_safe_point()
     }
 
-    /// The source's state, read at the safe point once the target is ready;
-    /// blockers end the move here.
-    async fn read_source_state(&mut self) {
-        let started = Instant::now();
-        let read = self.source_state().await;
-        let hold = started.elapsed();
-        let at = self.client_messages;
-        let Some(mut m) = self.moving.take() else {
-            return;
-        };
-        match read {
-            Ok(state) => match state.pin_reason() {
-                Some(reason) => {
-                    if let Stage::PreStaging(h) = &m.stage {
-                        h.abort();
-                    }
-                    self.finish_move(m, Err(MoveError::Pinned(reason)));
-                }
-                None => {
-                    m.precheck = Some((state, at));
-                    m.precheck_hold = Some(hold);
-                    self.moving = Some(m);
-                }
-            },
-            Err(e) => {
-                if let Stage::PreStaging(h) = &m.stage {
-                    h.abort();
-                }
-                let lost = matches!(e, MoveError::SourceLost(_));
-                self.finish_move(m, Err(e));
-                if lost {
-                    self.lose_server(
-                        SOURCE_LOST,
-                        RelayEnd::Io("source lost during a move".into()),
-                    );
-                }
-            }
-        }
-    }
-
     /// A pre-staged move at a safe point, with a slot: the pause, from
     /// reading the source's state to the swap.
     async fn run_cutover(&mut self) {
-        let started = Instant::now();
-        if matches!(&self.moving, Some(m) if m.precheck.is_none()) {
-            self.read_source_state().await;
-            if self.flow.phase != Phase::Running {
-                self.cutover_permit = None;
-                return;
-            }
-        }
         let Some(mut m) = self.moving.take() else {
             self.cutover_permit = None;
             return;
@@ -144,13 +94,8 @@ impl Relay {
             self.cutover_permit = None;
             return;
         };
-        let precheck = m.precheck.take();
-        let mut result = self.cutover(*staged, m.request.dry_run, precheck).await;
+        let result = self.cutover(*staged, m.request.dry_run).await;
         self.cutover_permit = None;
-        if let Ok(o) = &mut result {
-            // The client was held from the state read on.
-            o.pause = started.elapsed();
-        }
         let lost = matches!(result, Err(MoveError::SourceLost(_)));
         self.finish_move(m, result);
         if lost {

@@ -16,6 +16,7 @@ mod errors;
 mod ledger;
 mod logging;
 mod migrate;
+mod migrate_check;
 mod migrate_failures;
 mod relay;
 mod shutdown;
