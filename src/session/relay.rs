@@ -317,6 +317,9 @@ impl Relay {
                     Ok(_) => {
                         let framed = self.frame_client();
                         self.after_client_framed(framed);
+                        if server_open {
+                            write_now(&mut self.server_w, &mut self.to_server, &mut self.server_dirty, self.server_tls).await;
+                        }
                     }
                 },
                 r = self.server_r.read_buf(&mut self.server_in.buf), if read_server => match r {
@@ -331,6 +334,7 @@ impl Relay {
                     Ok(_) => {
                         self.frame_server();
                         self.publish();
+                        write_now(&mut self.client_w, &mut self.to_client, &mut self.client_dirty, self.client_tls).await;
                     }
                 },
                 cmd = recv_control(&mut self.control), if self.control.is_some() && running => match cmd {
@@ -509,6 +513,29 @@ async fn cutover_slot(
     match gate {
         Some(g) => Some(g.write_owned().await),
         None => None,
+    }
+}
+
+/// Writes what is queued in `out` at once if the socket takes it, so a
+/// request or a reply is relayed in the turn of the loop that read it, not
+/// one turn later (a turn polls every branch). A full socket or an error is
+/// left to the loop's `pump`, which meets it again.
+async fn write_now(w: &mut WriteHalf<Stream>, out: &mut Outbox, dirty: &mut bool, tls: bool) {
+    if out.is_empty() {
+        return;
+    }
+    let polled = {
+        let mut write = std::pin::pin!(pump(w, out));
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(write.as_mut(), cx))
+        })
+        .await
+    };
+    if let std::task::Poll::Ready(Ok(n)) = polled {
+        if n > 0 {
+            out.advance(n);
+            *dirty = tls;
+        }
     }
 }
 
