@@ -4,7 +4,7 @@
 //! connection under the client. Any failure before the swap drops the target
 //! and leaves the source untouched.
 
-use super::plan::{state_differences, unnamed_of, ReplayPlan};
+use super::plan::{state_differences, ReplayPlan};
 use super::stage::{Move, Reply, Stage};
 use super::target::{prestage, read_state, replay, replay_batch, PrestageInput, Staged};
 use super::{history::Status, MoveError, MoveOutcome, MoveRequest};
@@ -27,8 +27,8 @@ use tracing::{info, warn};
 /// with parameter types at or above it only make sense in their own cluster.
 const FIRST_NORMAL_OID: u32 = 16384;
 
-/// Longest the exit of a move's old server connection keeps other cutovers
-/// waiting (see `Shared::move_gate`).
+/// Longest the exit of a move's old server connection waits for a cutover in
+/// progress, and then keeps other cutovers waiting (see `Shared::move_gate`).
 const EXIT_GATE: Duration = Duration::from_millis(50);
 
 impl Relay {
@@ -139,14 +139,19 @@ impl Relay {
         if let Some(light) = &light {
             self.refuse_blockers(light, &staged)?;
         }
-        let unnamed_differs = unnamed_of(&self.ledger) != staged.plan.unnamed;
+        // What the wire saw since pre-staging (a statement prepared again
+        // under its old name and types, say) is not in the states compared.
+        let ledger_moved = ReplayPlan::from_ledger(&self.ledger) != staged.plan;
         let mut differences = match &light {
-            Some(light) => state_differences(light, &staged.state, &settable),
+            Some(light) if staged.state.is_light() => {
+                state_differences(light, &staged.state, &settable)
+            }
+            Some(_) => vec!["the target's light check was refused".into()],
             None => vec!["the light check failed".into()],
         };
         let mut full_source = None;
         if light.as_ref().map_or(true, |l| l.temp_schema != 0)
-            || unnamed_differs
+            || ledger_moved
             || !differences.is_empty()
         {
             // The light check cannot count temp objects, and cannot tell a
@@ -154,15 +159,14 @@ impl Relay {
             // on the two servers: read both sides in full, at once.
             tracing::debug!(?differences, "reading the full state");
             let custom = self.ledger.custom_names().clone();
-            let (source, target) = tokio::join!(
+            let (source, target) = tokio::try_join!(
                 self.source_state(Depth::Full),
                 read_state(&mut staged, &custom)
-            );
-            let source = source?;
+            )?;
             self.refuse_blockers(&source, &staged)?;
-            differences = state_differences(&source, &target?, &[]);
-            if unnamed_differs {
-                differences.push("unnamed statement".into());
+            differences = state_differences(&source, &target, &[]);
+            if ledger_moved {
+                differences.push("the session changed its state since pre-staging".into());
             }
             full_source = Some(source);
         }
@@ -213,6 +217,7 @@ impl Relay {
                 &backend,
                 &mut staged.params,
                 &mut staged.pending,
+                None,
             )
             .await?;
             let left = state_differences(&source, &state, &[]);
@@ -415,8 +420,11 @@ impl Relay {
         let gate = ctx.shared.move_gate.clone();
         tokio::spawn(async move {
             // The old server's exit is Postgres work like a pre-staging's
-            // login: it waits for the cutover in progress, not beside it.
-            let gate = gate.read_owned().await;
+            // login: it waits for the cutover in progress, not beside it
+            // (but not for long: late notifications must not lag).
+            let gate = tokio::time::timeout(EXIT_GATE, gate.read_owned())
+                .await
+                .ok();
             let _ = old_w.write_all(b"X\0\0\0\x04").await;
             let _ = old_w.flush().await;
             drain_notifications(old_r, old_buf, late, gate).await;
@@ -432,11 +440,10 @@ async fn drain_notifications(
     mut r: tokio::io::ReadHalf<crate::net::Stream>,
     mut buf: BytesMut,
     late: tokio::sync::mpsc::UnboundedSender<Bytes>,
-    gate: tokio::sync::OwnedRwLockReadGuard<()>,
+    mut gate: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
 ) {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(2);
-    let mut gate = Some(gate);
     loop {
         while let Ok(Some((frame, _))) = crate::protocol::codec::split_message(&buf, |_| 1 << 20) {
             let msg = buf.split_to(frame.total).freeze();

@@ -238,8 +238,7 @@ fn use_search_path(out: &mut BytesMut, current: &mut Option<String>, path: Optio
     *current = path.map(str::to_string);
 }
 
-/// The unnamed statement as the ledger knows it: what a replay would send.
-pub fn unnamed_of(ledger: &Ledger) -> Option<(Vec<u8>, Option<String>)> {
+fn unnamed_of(ledger: &Ledger) -> Option<(Vec<u8>, Option<String>)> {
     ledger.unnamed().and_then(|p| match &p.kind {
         PreparedKind::Protocol { parse_body } => Some((parse_body.clone(), p.search_path.clone())),
         PreparedKind::Sql { .. } => None,

@@ -63,8 +63,6 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         custom_names,
     } = input;
     let _slot = shared.prestage_slots.clone().acquire_owned().await;
-    // Shared with other pre-stagings, never with a cutover (see `move_gate`).
-    let _gate = shared.move_gate.clone().read_owned().await;
     let src = identity(&shared, &source, &startup, &user).await?;
     let dst = identity(&shared, &target, &startup, &user).await?;
     if src.major() != dst.major() {
@@ -83,6 +81,9 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         )));
     }
     let config = shared.config();
+    // The login and the replay load Postgres: shared with other
+    // pre-stagings, never with a cutover (see `Shared::move_gate`).
+    let _gate = shared.move_gate.clone().read_owned().await;
     let conn = crate::session::connect_server(&shared, &config, &target, &startup, &user)
         .await
         .map_err(|e| MoveError::from_server(&target.name, &e))?;
@@ -92,6 +93,9 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
     let mut params = conn.params;
     let mut pending: Vec<Bytes> = conn.notices;
     let batch = replay_batch(&plan, &custom_names, Depth::Fresh(&dst.settable));
+    let mut full = BytesMut::with_capacity(2048);
+    check_batch(&custom_names, Depth::Full, &mut full);
+    crate::protocol::write::message(&mut full, b'S', |_| {});
     let state = replay(
         &mut r,
         &mut w,
@@ -101,6 +105,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         &target.name,
         &mut params,
         &mut pending,
+        Some(&full),
     )
     .await?;
     Ok(Staged {
@@ -155,12 +160,16 @@ pub async fn read_state(
         &backend,
         &mut staged.params,
         &mut staged.pending,
+        None,
     )
     .await
 }
 
 /// Runs a [`replay_batch`] (two Syncs) or a lone check (one); returns the
-/// state the check read.
+/// state the check read. When the replay went through but a light check at
+/// its end was refused (a setting the session's role may not read, say),
+/// `fallback`, a full check, is run instead: the cutover then compares the
+/// full states.
 #[allow(clippy::too_many_arguments)]
 pub async fn replay(
     r: &mut ReadHalf<Stream>,
@@ -171,7 +180,40 @@ pub async fn replay(
     backend: &str,
     params: &mut Vec<(Vec<u8>, Vec<u8>)>,
     pending: &mut Vec<Bytes>,
+    fallback: Option<&[u8]>,
 ) -> Result<ServerState, MoveError> {
+    let mut reply = exchange(r, w, buf, batch, syncs, backend, params, pending).await?;
+    if let (Some((code, message)), Some(full)) = (&reply.error, fallback) {
+        if syncs > 1 && reply.error_part == syncs - 1 {
+            tracing::debug!(%code, %message, "the light check was refused; reading the full state");
+            reply = exchange(r, w, buf, full, 1, backend, params, pending).await?;
+        }
+    }
+    if let Some((code, message)) = &reply.error {
+        return Err(MoveError::Replay {
+            backend: backend.to_string(),
+            message: format!("{message} ({code})"),
+        });
+    }
+    check_result(reply).map_err(|e| MoveError::Replay {
+        backend: backend.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Sends a batch of `syncs` parts and reads its answers, keeping the
+/// target's ParameterStatus values and what arrives for the client.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    r: &mut ReadHalf<Stream>,
+    w: &mut WriteHalf<Stream>,
+    buf: &mut BytesMut,
+    batch: &[u8],
+    syncs: usize,
+    backend: &str,
+    params: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    pending: &mut Vec<Bytes>,
+) -> Result<crate::server::batch::BatchReply, MoveError> {
     let run = run_batches(r, w, buf, batch, syncs, |tag, msg| {
         if tag == BackendTag::ParameterStatus {
             // Swallowed: the client only gets values that differ, at the swap.
@@ -185,39 +227,25 @@ pub async fn replay(
             pending.push(msg);
         }
     });
-    let reply = match tokio::time::timeout(CHECK_LIMIT, run).await {
-        Ok(Ok(reply)) => reply,
+    match tokio::time::timeout(CHECK_LIMIT, run).await {
+        Ok(Ok(reply)) => Ok(reply),
         Ok(Err(BatchError::Fatal { message, .. })) | Ok(Err(BatchError::Protocol(message))) => {
-            return Err(MoveError::Replay {
+            Err(MoveError::Replay {
                 backend: backend.to_string(),
                 message,
             })
         }
-        Ok(Err(e)) => {
-            // The connection itself failed: the target is unreachable now.
-            return Err(MoveError::Target {
-                backend: backend.to_string(),
-                code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
-                    .code()
-                    .to_string(),
-                message: format!("connection lost during replay: {e}"),
-            });
-        }
-        Err(_) => {
-            return Err(MoveError::Replay {
-                backend: backend.to_string(),
-                message: "the target did not answer in time".into(),
-            })
-        }
-    };
-    if let Some((code, message)) = &reply.error {
-        return Err(MoveError::Replay {
+        // The connection itself failed: the target is unreachable now.
+        Ok(Err(e)) => Err(MoveError::Target {
             backend: backend.to_string(),
-            message: format!("{message} ({code})"),
-        });
+            code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
+                .code()
+                .to_string(),
+            message: format!("connection lost during replay: {e}"),
+        }),
+        Err(_) => Err(MoveError::Replay {
+            backend: backend.to_string(),
+            message: "the target did not answer in time".into(),
+        }),
     }
-    check_result(reply).map_err(|e| MoveError::Replay {
-        backend: backend.to_string(),
-        message: e.to_string(),
-    })
 }

@@ -60,6 +60,9 @@ pub struct Shared {
     /// turn); only the cutover itself does. The lock is fair, so cutovers
     /// and pre-staging take turns.
     pub move_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Cutovers queue here for their turn, one at a time, so that only the
+    /// one holding it ever waits on `move_gate` (and bounds that wait).
+    pub cutover_turn: Arc<tokio::sync::Mutex<()>>,
     /// Carries the drain deadline once the proxy is stopping.
     pub(crate) shutdown_tx: Arc<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
 }
@@ -110,6 +113,7 @@ impl Shared {
             source: Default::default(),
             prestage_slots: Arc::new(tokio::sync::Semaphore::new(4)),
             move_gate: Arc::new(tokio::sync::RwLock::new(())),
+            cutover_turn: Arc::new(tokio::sync::Mutex::new(())),
             shutdown_tx: Arc::new(tokio::sync::watch::channel(None).0),
         })
     }

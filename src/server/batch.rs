@@ -19,6 +19,8 @@ pub struct BatchReply {
     pub rows: Vec<Option<String>>,
     /// The first ErrorResponse: SQLSTATE and message.
     pub error: Option<(String, String)>,
+    /// Which Sync-terminated part of the batch (from 0) that error ended.
+    pub error_part: usize,
     /// Transaction status of the final ReadyForQuery.
     pub status: u8,
 }
@@ -93,7 +95,10 @@ pub async fn run_batches(
                         raw: msg.clone(),
                     });
                 }
-                reply.error.get_or_insert((code, message));
+                if reply.error.is_none() {
+                    reply.error = Some((code, message));
+                    reply.error_part = syncs.max(1) - remaining;
+                }
             }
             BackendTag::ReadyForQuery => {
                 reply.status = body.first().copied().unwrap_or(b'I');

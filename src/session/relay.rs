@@ -120,7 +120,7 @@ pub struct Relay {
     /// have changed since a state check.
     pub(crate) client_messages: u64,
     /// Held while this session may run its cutover.
-    pub(crate) cutover_permit: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
+    pub(crate) cutover_permit: Option<CutoverTurn>,
     /// Where the loop is: running or closing, and why it ends.
     pub(crate) flow: Flow,
     /// Notifications from servers the session just left, while they drain.
@@ -298,7 +298,9 @@ impl Relay {
                 matches!(&self.moving, Some(m) if matches!(m.stage, Stage::PreStaging(_)));
             let want_slot = running && self.cutover_permit.is_none() && self.wants_move_slot();
             let slots = if want_slot {
-                self.ctx.as_ref().map(|c| c.shared.move_gate.clone())
+                self.ctx
+                    .as_ref()
+                    .map(|c| (c.shared.cutover_turn.clone(), c.shared.move_gate.clone()))
             } else {
                 None
             };
@@ -507,13 +509,31 @@ async fn recv_late(late: &mut Option<mpsc::UnboundedReceiver<Bytes>>) -> Option<
 }
 
 /// A cutover slot; `None` without a proxy (unit tests) means no limit.
-async fn cutover_slot(
-    gate: Option<Arc<tokio::sync::RwLock<()>>>,
-) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
-    match gate {
-        Some(g) => Some(g.write_owned().await),
-        None => None,
-    }
+/// A session's turn to run its cutover: first the turn itself (cutovers go
+/// one at a time, in order), then the gate held exclusively, or, when
+/// pre-stagings keep it longer than [`GATE_WAIT`] (a target slow to log
+/// in), without it, so one slow server never stalls the moves to others.
+pub(crate) struct CutoverTurn {
+    _gate: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// Longest a cutover with its turn waits for the pre-stagings in flight
+/// (normally a few milliseconds: a login and a replay).
+const GATE_WAIT: Duration = Duration::from_millis(250);
+
+type CutoverLocks = (Arc<tokio::sync::Mutex<()>>, Arc<tokio::sync::RwLock<()>>);
+
+async fn cutover_slot(locks: Option<CutoverLocks>) -> Option<CutoverTurn> {
+    let (turn, gate) = locks?;
+    let turn = turn.lock_owned().await;
+    let gate = tokio::time::timeout(GATE_WAIT, gate.write_owned())
+        .await
+        .ok();
+    Some(CutoverTurn {
+        _gate: gate,
+        _turn: turn,
+    })
 }
 
 /// Writes what is queued in `out` at once if the socket takes it, so a

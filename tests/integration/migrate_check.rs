@@ -3,11 +3,15 @@
 //! tests cover what it must not miss: a change the wire never showed (a
 //! function calling `set_config`), servers configured differently (where the
 //! values differ though the session changed nothing), and a session of an
-//! ordinary role, which may not read superuser-only settings.
+//! ordinary role, which may not read superuser-only settings; and what the
+//! wire saw between pre-staging and the safe point, which neither state
+//! shows (a statement prepared again under its old name and types).
 
 use crate::harness::{start_servers, start_servers_with};
-use crate::migrate::{foreign_proxy, on_all, one, tag_count, where_is};
+use crate::migrate::{foreign_proxy, on_all, one, request, tag_count, where_is};
+use crate::migrate_failures::prestaged_on;
 use pgbaton::localpg::LocalPgOptions;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setting_changed_inside_a_function_moves_too() {
@@ -87,4 +91,93 @@ async fn servers_configured_differently_keep_their_own_defaults() {
     // RESET goes to the default of the server the session is on.
     tuned.batch_execute("RESET work_mem").await.unwrap();
     assert_eq!(one(&tuned, "SHOW work_mem").await, "4MB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_again_while_the_move_waits_arrives_as_it_is_now() {
+    let servers = start_servers(2).await;
+    let (s1, s2) = (&servers[0], &servers[1]);
+    let proxy = foreign_proxy(&[s1, s2], "").await;
+    let client = proxy
+        .connect_app("postgres", "postgres", "reprepared")
+        .await;
+    client
+        .batch_execute("PREPARE s1(int) AS SELECT $1 + 1; BEGIN")
+        .await
+        .unwrap();
+    // The move pre-stages s1 as it is now, then waits for the transaction.
+    let entry = crate::migrate::entry(&proxy, "reprepared").await;
+    let mover = tokio::spawn(async move { entry.migrate(request("pg2")).await });
+    let direct2 = s2.connect_direct("postgres").await;
+    prestaged_on(&direct2, "reprepared").await;
+    // Same name, same parameter types, another query: the servers' lists
+    // of statements look the same before and after.
+    client
+        .batch_execute("DEALLOCATE s1; PREPARE s1(int) AS SELECT $1 * 100; COMMIT")
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), mover)
+        .await
+        .expect("the move ends")
+        .unwrap();
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(where_is(&client).await.1, s2.port());
+    assert_eq!(one(&client, "EXECUTE s1(2)").await, "200");
+}
+
+/// What a move learns of a backend, seeded with a list of settings that
+/// includes the superuser-only ones, as if a superuser's session had been
+/// the first to move there.
+async fn seed_identity_with_every_setting(
+    proxy: &crate::harness::TestProxy,
+    server: &crate::harness::TestServer,
+    name: &str,
+) {
+    let direct = server.connect_direct("postgres").await;
+    let sysid = one(
+        &direct,
+        "SELECT system_identifier::text FROM pg_control_system()",
+    )
+    .await;
+    let version = one(&direct, "SELECT current_setting('server_version_num')").await;
+    let names = one(
+        &direct,
+        "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings \
+         WHERE context IN ('user', 'superuser') AND name NOT LIKE 'transaction\\_%'",
+    )
+    .await;
+    assert!(names.contains("dynamic_library_path"), "{names}");
+    proxy.shared.remember_identity(
+        name,
+        pgbaton::migration::identity::Identity {
+            system_identifier: sysid,
+            version_num: version.parse().unwrap(),
+            settable: names.split(',').map(str::to_string).collect(),
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_the_role_may_not_read_sends_the_move_to_the_full_check() {
+    let servers = start_servers(2).await;
+    let (s1, s2) = (&servers[0], &servers[1]);
+    on_all(&[s1, s2], "CREATE ROLE app LOGIN");
+    let proxy = foreign_proxy(&[s1, s2], "").await;
+    seed_identity_with_every_setting(&proxy, s1, "pg1").await;
+    seed_identity_with_every_setting(&proxy, s2, "pg2").await;
+    // `current_setting('dynamic_library_path', true)` raises 42501 for
+    // this role: both light checks fail, and the full ones decide.
+    let client = proxy.connect("app", "postgres").await;
+    client.batch_execute("SET work_mem = '6MB'").await.unwrap();
+    assert_eq!(
+        tag_count(&client, "/* pgbaton: migrate to=pg2 */;").await,
+        1
+    );
+    assert_eq!(where_is(&client).await.1, s2.port());
+    assert_eq!(one(&client, "SHOW work_mem").await, "6MB");
+    // No statement of pgbaton's is left behind on the client's connection.
+    assert_eq!(
+        one(&client, "SELECT count(*) FROM pg_prepared_statements").await,
+        "0"
+    );
 }

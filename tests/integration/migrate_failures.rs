@@ -72,7 +72,7 @@ async fn no_backend_named(direct: &Client, app: &str) {
 
 /// Polls a server until a move's pre-staged connection for the session
 /// named `app` is idle there after its replay and state check.
-async fn prestaged_on(direct: &Client, app: &str) {
+pub(crate) async fn prestaged_on(direct: &Client, app: &str) {
     let probe = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' \
          AND state = 'idle' AND query LIKE '%json_build_object%'"
