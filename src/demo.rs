@@ -67,9 +67,9 @@ pub async fn run(listen: &str) -> Result<(), DemoError> {
     println!();
     println!("Connect through pgbaton:");
     println!("  psql \"host={host} port={port} user=postgres dbname=demo\"");
-    println!("Open the admin console (coming soon: SHOW SESSIONS, SHOW BACKENDS):");
+    println!("Open the admin console (SHOW SESSIONS, SHOW MIGRATIONS, MIGRATE SESSION ...):");
     println!("  psql \"host={host} port={port} user=postgres dbname=pgbaton\"");
-    println!("Move your session to pg2, inside psql (coming soon):");
+    println!("Move your session to pg2, inside psql (the port it answers from changes):");
     println!(
         "  SELECT inet_server_port();  /* pgbaton: migrate to=pg2 */;  SELECT inet_server_port();"
     );

@@ -1,6 +1,7 @@
 //! The `pgbaton demo` binary end to end: it starts two servers with the demo
-//! schema and a proxy, serves psql, and on SIGTERM stops everything and
-//! removes what it created.
+//! schema and a proxy, serves psql, runs the move and the console command
+//! its banner prints, and on SIGTERM stops everything and removes what it
+//! created.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 const LIMIT: Duration = Duration::from_secs(180);
 
 async fn psql(conninfo: &str, sql: &str) -> std::process::Output {
+    psql_with(conninfo, &["-c", sql], None).await
+}
+
+/// psql reading `script` from stdin, as from a terminal: one statement at a
+/// time.
+async fn psql_script(conninfo: &str, script: &str) -> std::process::Output {
+    psql_with(conninfo, &["-f", "-"], Some(script)).await
+}
+
+async fn psql_with(conninfo: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new("psql");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
@@ -18,19 +30,21 @@ async fn psql(conninfo: &str, sql: &str) -> std::process::Output {
         }
     }
     cmd.env("LC_ALL", "C")
-        .args([
-            "-X",
-            "-w",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            conninfo,
-            "-c",
-            sql,
-        ])
-        .stdin(Stdio::null())
+        .args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", conninfo])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
-    tokio::time::timeout(LIMIT, cmd.output())
+    let mut child = cmd.spawn().expect("psql runs");
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).await.expect("psql stdin");
+    }
+    tokio::time::timeout(LIMIT, child.wait_with_output())
         .await
         .expect("psql finished in time")
         .expect("psql runs")
@@ -152,6 +166,43 @@ async fn demo_serves_psql_and_cleans_up_on_sigterm() {
         .await;
         assert_eq!(query_ok(&o, &format!("directly on {pg}")), "10|t");
     }
+
+    // The banner's move, typed into psql: the session answers from pg1's
+    // port, the comment answers MIGRATE 1, then pg2's port.
+    let move_line = banner
+        .iter()
+        .skip_while(|l| !l.starts_with("Move your session to pg2"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no move command in:\n{banner_text}"))
+        .trim()
+        .to_string();
+    let o = psql_script(&connect, &format!("{move_line}\n")).await;
+    let ports = query_ok(&o, &format!("the banner's move: {move_line}"));
+    assert_eq!(
+        ports,
+        format!("{}\nMIGRATE 1\n{}", pg1.port(), pg2.port()),
+        "{move_line}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("moved from pg1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The banner's console command, and the move recorded there.
+    let console = banner
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("psql \""))
+        .filter_map(|l| l.strip_suffix('"'))
+        .find(|c| c.contains("dbname=pgbaton"))
+        .unwrap_or_else(|| panic!("no console command in:\n{banner_text}"))
+        .to_string();
+    let o = psql(&console, "SHOW MIGRATIONS").await;
+    let migrations = query_ok(&o, "SHOW MIGRATIONS in the demo's console");
+    assert!(
+        migrations.contains("|pg1|pg2|done|"),
+        "SHOW MIGRATIONS: {migrations}"
+    );
 
     // SAFETY: kill with a pid of our own live child (not yet reaped).
     let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
