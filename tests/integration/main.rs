@@ -18,6 +18,7 @@ mod logging;
 mod migrate;
 mod migrate_check;
 mod migrate_failures;
+mod migrate_turns;
 mod relay;
 mod shutdown;
 mod startup;
