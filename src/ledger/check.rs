@@ -1,5 +1,7 @@
 //! The server's truth about a session, read at a safe point, and how it
-//! compares with the ledger.
+//! compares with the ledger. Two forms: the full check (settings with their
+//! source, temp objects), and the light one a move runs first (current
+//! values of the settable settings), which costs a third as much.
 //!
 //! The query is built after `reference/capture-example.sql` (verified on PG
 //! 15): custom setting names are passed in because pg_settings hides them,
@@ -54,15 +56,15 @@ pub const CHECK_SQL: &str = concat!(
 )::text"
 );
 
-/// The light check a move runs on both sides: `$3` is the text[] of every
+/// The light check a move runs on both sides. `$3` is the text[] of every
 /// setting a session can change ([`SETTABLE_NAMES_SQL`]), and the answer
 /// holds their current values in that order (an aggregate over a plain
-/// function scan keeps its order; an ORDER BY cost a third of the check). `$4` says whether to count
-/// advisory locks: `pg_lock_status()` walks every backend slot (about
-/// 0.3 ms per 1000 of max_connections), and a connection pgbaton has just
-/// set up cannot hold one. Equal values on source and
-/// target prove the settings moved; only when they differ (or the session
-/// ever had a temp schema) does the move pay for the full check.
+/// function scan keeps its order; an ORDER BY cost a third of the check).
+/// `$4` says whether to count advisory locks: `pg_lock_status()` walks every
+/// backend slot (about 0.3 ms per 1000 of max_connections), and a connection
+/// pgbaton has just set up cannot hold one. Equal values on source and target
+/// prove the settings moved; only when they differ (or the session ever had a
+/// temp schema) does the move pay for the full check.
 pub const LIGHT_CHECK_SQL: &str = concat!(
     "SELECT json_build_object(\n  ",
     common_fields!(),
@@ -79,8 +81,8 @@ pub const LIGHT_CHECK_SQL: &str = concat!(
 /// transaction, and the superuser-only ones (`current_setting` raises 42501
 /// for them without pg_read_all_settings, even with `missing_ok`; pg_settings
 /// already hides them from such roles, and these are the ones PG 15 has in
-/// a settable context). Should a server have another, the source's light
-/// check fails and the move reads the full state instead.
+/// a settable context). Should a server have another, a light check that
+/// meets it fails and the move reads the full state instead.
 pub const SETTABLE_NAMES_SQL: &str = "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings
   WHERE context IN ('user', 'superuser') AND name NOT IN ('transaction_isolation', 'transaction_read_only',
   'transaction_deferrable', 'dynamic_library_path', 'session_preload_libraries', 'extension_destdir')";
