@@ -6,7 +6,7 @@
 
 use super::plan::{state_differences, ReplayPlan};
 use super::stage::{Move, Reply, Stage};
-use super::target::{prestage, read_state, replay, replay_batch, PrestageInput, Staged};
+use super::target::{prestage, read_state, replay_batch, PrestageInput, Staged};
 use super::{history::Status, MoveError, MoveOutcome, MoveRequest};
 use crate::cancel::CancelTarget;
 use crate::ledger::check::{Depth, ServerState};
@@ -181,49 +181,23 @@ impl Relay {
             // The session changed since pre-staging (or the wire could not
             // see everything): reset the target and replay the truth.
             let plan = ReplayPlan::from_server(&source, &self.ledger, &ctx.user)?;
-            let backend = staged.backend.name.clone();
-            let mut reset = BytesMut::new();
-            postgres_protocol::message::frontend::query("DISCARD ALL", &mut reset).expect("static");
-            let r = run_batch(
-                &mut staged.r,
-                &mut staged.w,
-                &mut staged.buf,
-                &reset,
-                |_, m| staged.pending.push(m),
-            )
-            .await;
-            match r {
-                Ok(reply) if reply.error.is_none() => {}
-                Ok(reply) => {
-                    return Err(MoveError::Replay {
-                        backend,
-                        message: format!("DISCARD ALL: {:?}", reply.error),
-                    })
-                }
-                Err(e) => {
-                    return Err(MoveError::Replay {
-                        backend,
-                        message: e.to_string(),
-                    })
-                }
-            }
-            let batch = replay_batch(&plan, self.ledger.custom_names(), Depth::Full);
-            let state = replay(
-                &mut staged.r,
-                &mut staged.w,
-                &mut staged.buf,
-                &batch,
-                2,
-                &backend,
-                &mut staged.params,
-                &mut staged.pending,
-                None,
-            )
-            .await?;
+            // One round trip: DISCARD ALL (a simple query, its own part),
+            // then the replay and the check. What DISCARD ALL reports goes
+            // where the replay's reports go, so the client is never told the
+            // target's defaults.
+            let mut batch = BytesMut::new();
+            postgres_protocol::message::frontend::query("DISCARD ALL", &mut batch)
+                .expect("static query");
+            batch.extend_from_slice(&replay_batch(
+                &plan,
+                self.ledger.custom_names(),
+                Depth::Full,
+            ));
+            let state = staged.run(&batch, 3).await?;
             let left = state_differences(&source, &state, &[]);
             if !left.is_empty() {
                 return Err(MoveError::Verify {
-                    backend,
+                    backend: staged.backend.name.clone(),
                     differences: left,
                 });
             }

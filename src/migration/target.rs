@@ -150,19 +150,26 @@ pub async fn read_state(
     let mut batch = BytesMut::with_capacity(2048);
     check_batch(custom_names, Depth::Full, &mut batch);
     crate::protocol::write::message(&mut batch, b'S', |_| {});
-    let backend = staged.backend.name.clone();
-    replay(
-        &mut staged.r,
-        &mut staged.w,
-        &mut staged.buf,
-        &batch,
-        1,
-        &backend,
-        &mut staged.params,
-        &mut staged.pending,
-        None,
-    )
-    .await
+    staged.run(&batch, 1).await
+}
+
+impl Staged {
+    /// Runs `batch`, `syncs` parts ending with a check, on the target;
+    /// returns the state the check read.
+    pub async fn run(&mut self, batch: &[u8], syncs: usize) -> Result<ServerState, MoveError> {
+        replay(
+            &mut self.r,
+            &mut self.w,
+            &mut self.buf,
+            batch,
+            syncs,
+            &self.backend.name,
+            &mut self.params,
+            &mut self.pending,
+            None,
+        )
+        .await
+    }
 }
 
 /// Runs a [`replay_batch`] (two Syncs) or a lone check (one); returns the
@@ -171,7 +178,7 @@ pub async fn read_state(
 /// `fallback`, a full check, is run instead: the cutover then compares the
 /// full states.
 #[allow(clippy::too_many_arguments)]
-pub async fn replay(
+async fn replay(
     r: &mut ReadHalf<Stream>,
     w: &mut WriteHalf<Stream>,
     buf: &mut BytesMut,

@@ -7,7 +7,8 @@
 //! wire saw between pre-staging and the safe point, which neither state
 //! shows (a statement prepared again under its old name and types).
 
-use crate::harness::{start_servers, start_servers_with};
+use crate::harness::raw::Msg;
+use crate::harness::{start_servers, start_servers_with, Raw};
 use crate::migrate::{foreign_proxy, on_all, one, request, tag_count, where_is};
 use crate::migrate_failures::prestaged_on;
 use pgbaton::localpg::LocalPgOptions;
@@ -180,4 +181,53 @@ async fn a_setting_the_role_may_not_read_sends_the_move_to_the_full_check() {
         one(&client, "SELECT count(*) FROM pg_prepared_statements").await,
         "0"
     );
+}
+
+/// The values a client was told in ParameterStatus messages, in order.
+fn reported(msgs: &[Msg]) -> Vec<(String, String)> {
+    msgs.iter()
+        .filter(|m| m.tag == b'S')
+        .map(|m| {
+            let mut parts = m.body.split(|&b| b == 0);
+            let mut next =
+                || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            (next(), next())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_that_resets_the_target_never_reports_its_defaults() {
+    let servers = start_servers(2).await;
+    let (s1, s2) = (&servers[0], &servers[1]);
+    on_all(
+        &[s1, s2],
+        "CREATE FUNCTION quietly_tune() RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN PERFORM set_config('work_mem', '7MB', false); END $$;",
+    );
+    let proxy = foreign_proxy(&[s1, s2], "").await;
+    let (mut raw, _) = Raw::login(
+        proxy.addr,
+        &[("user", "postgres"), ("database", "postgres")],
+    )
+    .await;
+    raw.query("SET TimeZone = 'Asia/Tokyo'").await;
+    // Unseen by the wire: the target is reset (DISCARD ALL) and the truth
+    // replayed, which sends TimeZone twice on the target's side.
+    raw.query("SELECT quietly_tune()").await;
+    let msgs = raw.query("/* pgbaton: migrate to=pg2 */;").await;
+    assert!(
+        msgs.iter().all(|m| m.tag != b'E'),
+        "{:?}",
+        msgs.iter().map(Msg::message).collect::<Vec<_>>()
+    );
+    let told = reported(&msgs);
+    assert!(
+        told.iter()
+            .all(|(n, v)| n != "TimeZone" || v == "Asia/Tokyo"),
+        "the client was told {told:?}"
+    );
+    let msgs = raw.query("SHOW work_mem").await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(row.body.ends_with(b"7MB"), "{row:?}");
 }
