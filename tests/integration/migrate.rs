@@ -368,15 +368,7 @@ async fn client_sees_parameter_status_it_should_after_a_move() {
     )
     .await;
     let reported = |msgs: &[Msg]| -> BTreeMap<String, String> {
-        msgs.iter()
-            .filter(|m| m.tag == b'S')
-            .map(|m| {
-                let mut parts = m.body.split(|&b| b == 0);
-                let n = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
-                let v = String::from_utf8_lossy(parts.next().unwrap()).into_owned();
-                (n, v)
-            })
-            .collect()
+        msgs.iter().filter_map(Msg::parameter).collect()
     };
     let mut seen = reported(&startup);
     assert_eq!(

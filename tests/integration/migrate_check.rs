@@ -11,6 +11,7 @@ use crate::harness::raw::Msg;
 use crate::harness::{start_servers, start_servers_with, Raw};
 use crate::migrate::{foreign_proxy, on_all, one, request, tag_count, where_is};
 use crate::migrate_failures::prestaged_on;
+use crate::migrate_turns::identity_of;
 use pgbaton::localpg::LocalPgOptions;
 use std::time::Duration;
 
@@ -126,37 +127,10 @@ async fn a_statement_prepared_again_while_the_move_waits_arrives_as_it_is_now() 
     assert_eq!(one(&client, "EXECUTE s1(2)").await, "200");
 }
 
-/// What a move learns of a backend, seeded with a list of settings that
-/// includes the superuser-only ones, as if a superuser's session had been
-/// the first to move there.
-async fn seed_identity_with_every_setting(
-    proxy: &crate::harness::TestProxy,
-    server: &crate::harness::TestServer,
-    name: &str,
-) {
-    let direct = server.connect_direct("postgres").await;
-    let sysid = one(
-        &direct,
-        "SELECT system_identifier::text FROM pg_control_system()",
-    )
-    .await;
-    let version = one(&direct, "SELECT current_setting('server_version_num')").await;
-    let names = one(
-        &direct,
-        "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings \
-         WHERE context IN ('user', 'superuser') AND name NOT LIKE 'transaction\\_%'",
-    )
-    .await;
-    assert!(names.contains("dynamic_library_path"), "{names}");
-    proxy.shared.remember_identity(
-        name,
-        pgbaton::migration::identity::Identity {
-            system_identifier: sysid,
-            version_num: version.parse().unwrap(),
-            settable: names.split(',').map(str::to_string).collect(),
-        },
-    );
-}
+/// The names of every settable setting, superuser-only ones included: the
+/// list a move would learn if a superuser's session had moved there first.
+const EVERY_SETTABLE: &str = "SELECT string_agg(name, ',' ORDER BY name) FROM pg_settings \
+     WHERE context IN ('user', 'superuser') AND name NOT LIKE 'transaction\\_%'";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_setting_the_role_may_not_read_sends_the_move_to_the_full_check() {
@@ -164,8 +138,14 @@ async fn a_setting_the_role_may_not_read_sends_the_move_to_the_full_check() {
     let (s1, s2) = (&servers[0], &servers[1]);
     on_all(&[s1, s2], "CREATE ROLE app LOGIN");
     let proxy = foreign_proxy(&[s1, s2], "").await;
-    seed_identity_with_every_setting(&proxy, s1, "pg1").await;
-    seed_identity_with_every_setting(&proxy, s2, "pg2").await;
+    for (server, name) in [(s1, "pg1"), (s2, "pg2")] {
+        let identity = identity_of(server, EVERY_SETTABLE).await;
+        assert!(identity
+            .settable
+            .iter()
+            .any(|n| n == "dynamic_library_path"));
+        proxy.shared.remember_identity(name, identity);
+    }
     // `current_setting('dynamic_library_path', true)` raises 42501 for
     // this role: both light checks fail, and the full ones decide.
     let client = proxy.connect("app", "postgres").await;
@@ -181,19 +161,6 @@ async fn a_setting_the_role_may_not_read_sends_the_move_to_the_full_check() {
         one(&client, "SELECT count(*) FROM pg_prepared_statements").await,
         "0"
     );
-}
-
-/// The values a client was told in ParameterStatus messages, in order.
-fn reported(msgs: &[Msg]) -> Vec<(String, String)> {
-    msgs.iter()
-        .filter(|m| m.tag == b'S')
-        .map(|m| {
-            let mut parts = m.body.split(|&b| b == 0);
-            let mut next =
-                || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            (next(), next())
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +188,7 @@ async fn a_move_that_resets_the_target_never_reports_its_defaults() {
         "{:?}",
         msgs.iter().map(Msg::message).collect::<Vec<_>>()
     );
-    let told = reported(&msgs);
+    let told: Vec<(String, String)> = msgs.iter().filter_map(Msg::parameter).collect();
     assert!(
         told.iter()
             .all(|(n, v)| n != "TimeZone" || v == "Asia/Tokyo"),

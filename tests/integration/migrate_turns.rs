@@ -7,9 +7,10 @@ use crate::migrate::{entry, foreign_config, one, request, tag_count, where_is};
 use pgbaton::migration::identity::Identity;
 use std::time::Duration;
 
-/// What a move would learn of `server`, for a backend the proxy cannot
-/// learn it from (one that never answers).
-async fn identity_of(server: &TestServer) -> Identity {
+/// What a move would learn of `server`, with the setting names
+/// `settable_sql` lists: to seed the proxy's cache for a backend it cannot
+/// learn it from (one that never answers), or with another list.
+pub(crate) async fn identity_of(server: &TestServer, settable_sql: &str) -> Identity {
     let direct = server.connect_direct("postgres").await;
     let sysid = one(
         &direct,
@@ -17,7 +18,7 @@ async fn identity_of(server: &TestServer) -> Identity {
     )
     .await;
     let version = one(&direct, "SELECT current_setting('server_version_num')").await;
-    let names = one(&direct, pgbaton::ledger::check::SETTABLE_NAMES_SQL).await;
+    let names = one(&direct, settable_sql).await;
     Identity {
         system_identifier: sysid,
         version_num: version.parse().unwrap(),
@@ -48,7 +49,8 @@ async fn a_target_that_never_answers_does_not_hold_up_moves_to_others() {
     pg3.port = hole_addr.port();
     config.backends.push(pg3);
     let proxy = TestProxy::start(config).await;
-    proxy.shared.remember_identity("pg3", identity_of(s1).await);
+    let identity = identity_of(s1, pgbaton::ledger::check::SETTABLE_NAMES_SQL).await;
+    proxy.shared.remember_identity("pg3", identity);
 
     let stuck = proxy.connect_app("postgres", "postgres", "stuck").await;
     let mover = proxy.connect_app("postgres", "postgres", "mover").await;

@@ -39,6 +39,16 @@ impl Msg {
     pub fn message(&self) -> Option<String> {
         self.field(b'M')
     }
+
+    /// Name and value, when this is a ParameterStatus.
+    pub fn parameter(&self) -> Option<(String, String)> {
+        if self.tag != b'S' {
+            return None;
+        }
+        let mut parts = self.body.split(|&b| b == 0);
+        let mut next = || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        Some((next(), next()))
+    }
 }
 
 /// Longest a test waits for one message before failing (not a sleep: the
