@@ -353,20 +353,11 @@ async fn unknown_commands_and_multi_statement_queries() {
 }
 
 async fn psql(proxy: &TestProxy, args: &[&str]) -> String {
-    let out = tokio::process::Command::new("psql")
-        .arg("-X")
-        .arg(proxy.conn_str("postgres", "pgbaton"))
-        .args(args)
-        .output()
-        .await
-        .expect("psql runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "psql {args:?}: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    use crate::harness::programs::{run, show, stdout};
+    let conninfo = proxy.conn_str("postgres", "pgbaton");
+    let out = run("psql", &[&["-X", &conninfo][..], args].concat(), &[], None).await;
+    assert!(out.status.success(), "psql {args:?}: {}", show(&out));
+    stdout(&out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

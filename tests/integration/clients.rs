@@ -1,67 +1,8 @@
 //! Real clients through pgbaton: pgbench in every query mode, a psql script
 //! with meta-commands and \copy, and libpq's environment settings.
 
+use crate::harness::programs::{run, show, stdout};
 use crate::harness::{start_servers, TestProxy};
-use std::process::{Output, Stdio};
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-
-/// A failure bound for one client run (pgbench runs take ten seconds).
-const LIMIT: Duration = Duration::from_secs(180);
-
-/// Runs `program` with a clean environment (no PG* variables from ours,
-/// English messages) plus `env`, feeding it `input` on stdin.
-async fn run(program: &str, args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> Output {
-    let mut cmd = tokio::process::Command::new(program);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("LC_ALL", "C")
-        .envs(env.iter().copied())
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
-    let feeder = input.map(|text| {
-        let mut stdin = child.stdin.take().unwrap();
-        let text = text.to_string();
-        tokio::spawn(async move {
-            stdin.write_all(text.as_bytes()).await?;
-            stdin.shutdown().await
-        })
-    });
-    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} finished in time"))
-        .unwrap();
-    if let Some(f) = feeder {
-        f.await.unwrap().expect("stdin written");
-    }
-    out
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// The value after `prefix` on the line starting with it.
 fn summary<'a>(out: &'a str, prefix: &str) -> Option<&'a str> {

@@ -3,6 +3,7 @@
 //! its banner prints, and on SIGTERM stops everything and removes what it
 //! created.
 
+use crate::harness::programs::run;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,43 +12,18 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 /// A failure bound for the demo's start (two servers, one initdb) and stop.
 const LIMIT: Duration = Duration::from_secs(180);
 
+const PSQL: [&str; 5] = ["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1"];
+
 async fn psql(conninfo: &str, sql: &str) -> std::process::Output {
-    psql_with(conninfo, &["-c", sql], None).await
+    let args = [&PSQL[..], &[conninfo, "-c", sql]].concat();
+    run("psql", &args, &[], None).await
 }
 
 /// psql reading `script` from stdin, as from a terminal: one statement at a
 /// time.
 async fn psql_script(conninfo: &str, script: &str) -> std::process::Output {
-    psql_with(conninfo, &["-f", "-"], Some(script)).await
-}
-
-async fn psql_with(conninfo: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use tokio::io::AsyncWriteExt;
-    let mut cmd = tokio::process::Command::new("psql");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("LC_ALL", "C")
-        .args(["-X", "-w", "-At", "-v", "ON_ERROR_STOP=1", conninfo])
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("psql runs");
-    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
-        input.write_all(text.as_bytes()).await.expect("psql stdin");
-    }
-    tokio::time::timeout(LIMIT, child.wait_with_output())
-        .await
-        .expect("psql finished in time")
-        .expect("psql runs")
+    let args = [&PSQL[..], &[conninfo, "-f", "-"]].concat();
+    run("psql", &args, &[], Some(script)).await
 }
 
 fn query_ok(o: &std::process::Output, what: &str) -> String {

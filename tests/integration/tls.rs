@@ -3,51 +3,17 @@
 //! backend mode.
 
 use crate::harness::certs::{self, Ca, TempDir, TestCerts};
+use crate::harness::programs::{run, show, stderr, stdout};
 use crate::harness::{must_fail, sqlstate, start_servers_with, TestProxy, TestServer};
 use pgbaton::config::ServerTls;
 use pgbaton::localpg::LocalPgOptions;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-/// Bounds a psql run (a failure bound only; psql normally takes milliseconds).
-const PSQL_LIMIT: Duration = Duration::from_secs(120);
-
-/// Runs psql against `conninfo` with a clean environment (no PG* variables,
-/// no psqlrc, never a password prompt, English messages).
+/// Runs psql against `conninfo`: no psqlrc, never a password prompt.
 async fn psql(conninfo: &str, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new("psql");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("LC_ALL", "C")
-        .args(["-X", "-w", "-v", "ON_ERROR_STOP=1"])
-        .arg(conninfo)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    tokio::time::timeout(PSQL_LIMIT, cmd.output())
-        .await
-        .expect("psql finished in time")
-        .expect("psql runs")
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    let all = [&["-X", "-w", "-v", "ON_ERROR_STOP=1", conninfo][..], args].concat();
+    run("psql", &all, &[], None).await
 }
 
 /// What `\conninfo` prints on an encrypted connection.

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod faulty;
+pub mod programs;
 pub mod proxy;
 pub mod raw;
 pub mod servers;
