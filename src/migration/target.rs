@@ -173,86 +173,65 @@ impl Staged {
 }
 
 /// Runs a [`replay_batch`] (two Syncs) or a lone check (one); returns the
-/// state the check read. When the replay went through but a light check at
-/// its end was refused (a setting the session's role may not read, say),
-/// `fallback`, a full check, is run instead: the cutover then compares the
-/// full states.
+/// state the check read. The target's ParameterStatus values go to `params`
+/// and whatever else arrives for the client to `pending`. When the replay
+/// went through but a light check at its end was refused (a setting the
+/// session's role may not read, say), `fallback`, a full check, is run
+/// instead: the cutover then compares the full states.
 #[allow(clippy::too_many_arguments)]
 async fn replay(
     r: &mut ReadHalf<Stream>,
     w: &mut WriteHalf<Stream>,
     buf: &mut BytesMut,
-    batch: &[u8],
-    syncs: usize,
+    mut batch: &[u8],
+    mut syncs: usize,
     backend: &str,
     params: &mut Vec<(Vec<u8>, Vec<u8>)>,
     pending: &mut Vec<Bytes>,
-    fallback: Option<&[u8]>,
+    mut fallback: Option<&[u8]>,
 ) -> Result<ServerState, MoveError> {
-    let mut reply = exchange(r, w, buf, batch, syncs, backend, params, pending).await?;
-    if let (Some((code, message)), Some(full)) = (&reply.error, fallback) {
-        if syncs > 1 && reply.error_part == syncs - 1 {
-            tracing::debug!(%code, %message, "the light check was refused; reading the full state");
-            reply = exchange(r, w, buf, full, 1, backend, params, pending).await?;
-        }
-    }
-    if let Some((code, message)) = &reply.error {
-        return Err(MoveError::Replay {
-            backend: backend.to_string(),
-            message: format!("{message} ({code})"),
-        });
-    }
-    check_result(reply).map_err(|e| MoveError::Replay {
+    let failed = |message: String| MoveError::Replay {
         backend: backend.to_string(),
-        message: e.to_string(),
-    })
-}
-
-/// Sends a batch of `syncs` parts and reads its answers, keeping the
-/// target's ParameterStatus values and what arrives for the client.
-#[allow(clippy::too_many_arguments)]
-async fn exchange(
-    r: &mut ReadHalf<Stream>,
-    w: &mut WriteHalf<Stream>,
-    buf: &mut BytesMut,
-    batch: &[u8],
-    syncs: usize,
-    backend: &str,
-    params: &mut Vec<(Vec<u8>, Vec<u8>)>,
-    pending: &mut Vec<Bytes>,
-) -> Result<crate::server::batch::BatchReply, MoveError> {
-    let run = run_batches(r, w, buf, batch, syncs, |tag, msg| {
-        if tag == BackendTag::ParameterStatus {
-            // Swallowed: the client only gets values that differ, at the swap.
-            if let Some((n, v)) = crate::protocol::backend::parameter_status(&msg[5..]) {
-                match params.iter_mut().find(|(name, _)| name == n) {
-                    Some((_, val)) => *val = v.to_vec(),
-                    None => params.push((n.to_vec(), v.to_vec())),
+        message,
+    };
+    loop {
+        let run = run_batches(r, w, buf, batch, syncs, |tag, msg| {
+            if tag == BackendTag::ParameterStatus {
+                // Swallowed: the client only gets values that differ, at the swap.
+                if let Some((n, v)) = crate::protocol::backend::parameter_status(&msg[5..]) {
+                    match params.iter_mut().find(|(name, _)| name == n) {
+                        Some((_, val)) => *val = v.to_vec(),
+                        None => params.push((n.to_vec(), v.to_vec())),
+                    }
                 }
+            } else {
+                pending.push(msg);
             }
-        } else {
-            pending.push(msg);
+        });
+        let reply = match tokio::time::timeout(CHECK_LIMIT, run).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(BatchError::Fatal { message, .. })) | Ok(Err(BatchError::Protocol(message))) => {
+                return Err(failed(message))
+            }
+            // The connection itself failed: the target is unreachable now.
+            Ok(Err(e)) => {
+                return Err(MoveError::Target {
+                    backend: backend.to_string(),
+                    code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
+                        .code()
+                        .to_string(),
+                    message: format!("connection lost during replay: {e}"),
+                })
+            }
+            Err(_) => return Err(failed("the target did not answer in time".into())),
+        };
+        match (&reply.error, fallback.take()) {
+            (Some((code, message)), Some(full)) if syncs > 1 && reply.error_part == syncs - 1 => {
+                tracing::debug!(%code, %message, "the light check was refused; reading the full state");
+                (batch, syncs) = (full, 1);
+            }
+            (Some((code, message)), _) => return Err(failed(format!("{message} ({code})"))),
+            (None, _) => return check_result(reply).map_err(|e| failed(e.to_string())),
         }
-    });
-    match tokio::time::timeout(CHECK_LIMIT, run).await {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(BatchError::Fatal { message, .. })) | Ok(Err(BatchError::Protocol(message))) => {
-            Err(MoveError::Replay {
-                backend: backend.to_string(),
-                message,
-            })
-        }
-        // The connection itself failed: the target is unreachable now.
-        Ok(Err(e)) => Err(MoveError::Target {
-            backend: backend.to_string(),
-            code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
-                .code()
-                .to_string(),
-            message: format!("connection lost during replay: {e}"),
-        }),
-        Err(_) => Err(MoveError::Replay {
-            backend: backend.to_string(),
-            message: "the target did not answer in time".into(),
-        }),
     }
 }
