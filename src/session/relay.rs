@@ -120,7 +120,7 @@ pub struct Relay {
     /// have changed since a state check.
     pub(crate) client_messages: u64,
     /// Held while this session may run its cutover.
-    pub(crate) cutover_permit: Option<CutoverTurn>,
+    pub(crate) cutover_turn: Option<CutoverTurn>,
     /// Where the loop is: running or closing, and why it ends.
     pub(crate) flow: Flow,
     /// Notifications from servers the session just left, while they drain.
@@ -209,7 +209,7 @@ impl Relay {
             held: None,
             reframe: false,
             discard_until_sync: false,
-            cutover_permit: None,
+            cutover_turn: None,
             client_messages: 0,
             flow: Flow {
                 phase: Phase::Running,
@@ -296,8 +296,8 @@ impl Relay {
             let draining = self.flow.drain_deadline.is_some();
             let prestaging =
                 matches!(&self.moving, Some(m) if matches!(m.stage, Stage::PreStaging(_)));
-            let want_slot = running && self.cutover_permit.is_none() && self.wants_move_slot();
-            let slots = if want_slot {
+            let want_turn = running && self.cutover_turn.is_none() && self.wants_cutover_turn();
+            let locks = if want_turn {
                 self.ctx
                     .as_ref()
                     .map(|c| (c.shared.cutover_turn.clone(), c.shared.move_gate.clone()))
@@ -374,7 +374,7 @@ impl Relay {
                         self.late_tx = None;
                     }
                 },
-                permit = cutover_slot(slots), if want_slot => self.cutover_permit = permit,
+                turn = cutover_turn_of(locks), if want_turn => self.cutover_turn = turn,
                 _ = &mut self.timer, if timed => {
                     self.timer_at = None;
                     if let Some(end) = self.on_deadlines() {
@@ -508,7 +508,6 @@ async fn recv_late(late: &mut Option<mpsc::UnboundedReceiver<Bytes>>) -> Option<
     }
 }
 
-/// A cutover slot; `None` without a proxy (unit tests) means no limit.
 /// A session's turn to run its cutover: first the turn itself (cutovers go
 /// one at a time, in order), then the gate held exclusively, or, when
 /// pre-stagings keep it longer than [`GATE_WAIT`] (a target slow to log
@@ -524,7 +523,8 @@ const GATE_WAIT: Duration = Duration::from_millis(250);
 
 type CutoverLocks = (Arc<tokio::sync::Mutex<()>>, Arc<tokio::sync::RwLock<()>>);
 
-async fn cutover_slot(locks: Option<CutoverLocks>) -> Option<CutoverTurn> {
+/// Waits for a cutover turn; `None` without a proxy (unit tests).
+async fn cutover_turn_of(locks: Option<CutoverLocks>) -> Option<CutoverTurn> {
     let (turn, gate) = locks?;
     let turn = turn.lock_owned().await;
     let gate = tokio::time::timeout(GATE_WAIT, gate.write_owned())

@@ -18,7 +18,7 @@ impl Relay {
         self.held.is_some()
             || self.reframe
             || self.moving.is_some()
-            || self.cutover_permit.is_some()
+            || self.cutover_turn.is_some()
             || !self.pending_checks.is_empty()
             || self.flow.drain_deadline.is_some()
     }
@@ -41,12 +41,12 @@ impl Relay {
             let framed = self.frame_client();
             self.after_client_framed(framed);
         }
-        if self.cutover_permit.is_some() && !(self.moving.is_some() && self.at_safe_point()) {
-            // The client moved on while the slot came: let others go.
-            self.cutover_permit = None;
+        if self.cutover_turn.is_some() && !(self.moving.is_some() && self.at_safe_point()) {
+            // The client moved on while the turn came: let others go.
+            self.cutover_turn = None;
         }
-        let slot = self.cutover_permit.is_some() && self.flow.server_open && self.at_safe_point();
-        if slot
+        let turn = self.cutover_turn.is_some() && self.flow.server_open && self.at_safe_point();
+        if turn
             && matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)))
         {
             self.run_cutover().await;
@@ -74,28 +74,28 @@ impl Relay {
         }
     }
 
-    /// Whether a move needs a slot now: its target is ready and the session
+    /// Whether a move needs its cutover turn now: its target is ready and the session
     /// is at a safe point.
-    pub(super) fn wants_move_slot(&self) -> bool {
+    pub(super) fn wants_cutover_turn(&self) -> bool {
         matches!(&self.moving, Some(m) if matches!(m.stage, Stage::WaitingForSafePoint(_)))
             && self.at_safe_point()
     }
 
-    /// A pre-staged move at a safe point, with a slot: the pause, from
+    /// A pre-staged move at a safe point, with its turn: the pause, from
     /// reading the source's state to the swap.
     async fn run_cutover(&mut self) {
         let Some(mut m) = self.moving.take() else {
-            self.cutover_permit = None;
+            self.cutover_turn = None;
             return;
         };
         let Stage::WaitingForSafePoint(staged) = std::mem::replace(&mut m.stage, Stage::Done)
         else {
             self.moving = Some(m);
-            self.cutover_permit = None;
+            self.cutover_turn = None;
             return;
         };
         let result = self.cutover(*staged, m.request.dry_run).await;
-        self.cutover_permit = None;
+        self.cutover_turn = None;
         let lost = matches!(result, Err(MoveError::SourceLost(_)));
         self.finish_move(m, result);
         if lost {
