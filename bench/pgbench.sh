@@ -54,6 +54,8 @@
 #   NO_PGBOUNCER=1     skip PgBouncer entirely
 #   KEEP=1             keep the temp dir (logs) instead of removing it
 #   RUST_LOG           passed to pgbaton (default: warn)
+#   PGBATON_TOML       extra pgbaton settings, as TOML lines, for example
+#                      PGBATON_TOML='busy_poll = "0"'
 #
 # It exits non-zero only when something is broken (setup failed); a missed
 # goal prints MISS and the script still exits 0.
@@ -289,8 +291,11 @@ EOF
 start_pgbaton() {
     BATON_PORT=$(free_port)
     log "pgbaton on 127.0.0.1:$BATON_PORT ($PGBATON_BIN)"
-    RUST_LOG=${RUST_LOG:-warn} "$PGBATON_BIN" serve --listen "127.0.0.1:$BATON_PORT" \
-        --backend "pg1=127.0.0.1:$PG_PORT" --auth trust 2>"$WORK/pgbaton.log" &
+    # Extra settings (PGBATON_TOML) go in a file; the flags override it.
+    printf '%s\n' "${PGBATON_TOML:-}" >"$WORK/pgbaton.toml"
+    RUST_LOG=${RUST_LOG:-warn} "$PGBATON_BIN" serve --config "$WORK/pgbaton.toml" \
+        --listen "127.0.0.1:$BATON_PORT" --backend "pg1=127.0.0.1:$PG_PORT" --auth trust \
+        2>"$WORK/pgbaton.log" &
     BATON_PID=$!
     wait_ready "$BATON_PORT" pgbaton
 }
@@ -410,7 +415,7 @@ report() {
     echo "pgbench -S (select-only), scale $SCALE, ${DURATION}s per run, median of $ROUNDS round(s)"
     echo "machine: $NCPU CPU(s) shared by pgbench, Postgres and the proxy; $(uname -sr)"
     echo "load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "pgbaton: $PGBATON_BIN"
+    echo "pgbaton: $PGBATON_BIN${PGBATON_TOML:+ with $PGBATON_TOML}"
     [[ $HAVE_BOUNCER == 1 ]] && echo "pgbouncer: $("$PGBOUNCER_BIN" --version 2>/dev/null | head -1), pool_mode=session"
     echo
     echo "TPS: median of rounds; ratio: median of the per-round ratios; CPU: median"

@@ -5,6 +5,7 @@ use clap::Parser;
 use pgbaton::cli::{Cli, Command};
 use pgbaton::config::{Config, LogFormat};
 use pgbaton::proxy::Proxy;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
@@ -18,18 +19,8 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    builder
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")
+fn runtime(threads: usize, busy_poll: Duration) -> anyhow::Result<tokio::runtime::Runtime> {
+    pgbaton::proxy::runtime::build(threads, busy_poll).context("cannot start the tokio runtime")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,11 +57,11 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(args.config.as_deref(), &overrides)?;
             init_tracing(config.log_format);
             let source = args.config.clone().map(|p| (p, overrides));
-            runtime(config.threads)?.block_on(serve(config, source))
+            runtime(config.threads, config.busy_poll)?.block_on(serve(config, source))
         }
         Command::Demo(args) => {
             init_tracing(LogFormat::Text);
-            runtime(2)?
+            runtime(2, Duration::ZERO)?
                 .block_on(pgbaton::demo::run(&args.listen))
                 .map_err(Into::into)
         }

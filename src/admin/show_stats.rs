@@ -1,6 +1,7 @@
 //! `SHOW STATS`: process-wide counters, one row each.
 
 use super::ResultSet;
+use crate::net::busy_poll;
 use crate::proxy::Shared;
 use std::sync::atomic::Ordering;
 
@@ -14,6 +15,9 @@ pub fn run(shared: &Shared) -> ResultSet {
         ("cancels_forwarded", &s.cancels_forwarded),
         ("server_connect_failures", &s.server_connect_failures),
         ("protocol_errors", &s.protocol_errors),
+        ("busy_poll_ready", &busy_poll::STATS.ready),
+        ("busy_poll_timeouts", &busy_poll::STATS.timeouts),
+        ("busy_poll_contended", &busy_poll::STATS.contended),
     ] {
         rs.push(vec![
             Some(name.to_string()),

@@ -1,4 +1,5 @@
-//! Durations written as `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
+//! Durations written as `50us`, `500ms`, `30s`, `2m`, `1h`, or a bare number of
+//! seconds.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let secs = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
+        "us" => n / 1_000_000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         _ => return None,
@@ -29,6 +31,8 @@ mod tests {
     #[test]
     fn parses_units() {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("50us"), Some(Duration::from_micros(50)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));

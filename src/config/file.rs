@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub drain_on_timeout: Option<String>,
     pub scale_out_hook: Option<String>,
     pub threads: Option<usize>,
+    pub busy_poll: Option<String>,
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,

@@ -142,6 +142,9 @@ pub struct Config {
     /// PgBouncer: no cross-thread wakeups on the relay's hot path, which on a
     /// small machine shared with Postgres costs more than it gains.
     pub threads: usize,
+    /// The longest a worker thread spins for a socket to become readable
+    /// before it sleeps (zero: never); see `net::busy_poll`.
+    pub busy_poll: Duration,
 }
 
 impl Config {

@@ -6,6 +6,12 @@ use super::*;
 use std::path::Path;
 use thiserror::Error;
 
+/// Busy polling's window unless configured: long enough to cover a
+/// relayed round trip of a small query on a shared machine.
+const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
+/// Beyond this, spinning costs more than the sleep it saves.
+const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -89,6 +95,17 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
     if !(1..=256).contains(&threads) {
         return Err(invalid("threads", "must be between 1 and 256"));
     }
+    let busy_poll = match &raw.busy_poll {
+        None => DEFAULT_BUSY_POLL,
+        Some(s) => parse_duration(s)
+            .filter(|d| *d <= MAX_BUSY_POLL)
+            .ok_or_else(|| {
+                invalid(
+                    "busy_poll",
+                    format!("{s:?} is not a duration from \"0\" to \"1ms\", like \"50us\""),
+                )
+            })?,
+    };
     let max_clients = raw.max_clients.unwrap_or(1000);
     if max_clients == 0 {
         return Err(invalid("max_clients", "must be at least 1"));
@@ -209,6 +226,7 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         drain_on_timeout,
         scale_out_hook: raw.scale_out_hook.filter(|h| !h.trim().is_empty()),
         threads,
+        busy_poll,
     })
 }
 
@@ -351,6 +369,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("users[0].scram_secret"), "{e}");
+    }
+
+    #[test]
+    fn busy_poll_is_a_short_duration() {
+        let a = flags(&["a=h:1"]);
+        let c = Config::from_toml("", &a).unwrap();
+        assert_eq!(c.busy_poll, Duration::from_micros(200));
+        let c = Config::from_toml("busy_poll = \"50us\"", &a).unwrap();
+        assert_eq!(c.busy_poll, Duration::from_micros(50));
+        let c = Config::from_toml("busy_poll = \"0\"", &a).unwrap();
+        assert_eq!(c.busy_poll, Duration::ZERO);
+        for bad in ["\"2ms\"", "\"fast\"", "\"-1us\""] {
+            let e = Config::from_toml(&format!("busy_poll = {bad}"), &a).unwrap_err();
+            assert!(e.to_string().contains("`busy_poll`"), "{e}");
+        }
     }
 
     #[test]

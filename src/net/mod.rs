@@ -1,6 +1,7 @@
 //! Transport: a stream that is plain TCP or TLS, and the rustls set-up for both
 //! directions (pgbaton as TLS server to clients, as TLS client to backends).
 
+pub mod busy_poll;
 pub mod stream;
 pub mod tls;
 

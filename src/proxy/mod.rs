@@ -1,6 +1,7 @@
 //! The proxy: binds the listener, accepts clients, spawns one session task
 //! each, caps their number, and runs the graceful shutdown.
 
+pub mod runtime;
 pub mod shared;
 
 pub use shared::Shared;

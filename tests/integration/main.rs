@@ -8,6 +8,7 @@ mod harness;
 
 mod admin;
 mod auth;
+mod busy_poll;
 mod cancel;
 mod clients;
 mod demo;

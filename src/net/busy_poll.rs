@@ -1,0 +1,269 @@
+//! Busy polling: a worker thread that runs out of work watches its sessions'
+//! sockets for a few microseconds before it goes to sleep.
+//!
+//! Why: a relayed round trip wakes the proxy twice. On a virtual machine an
+//! idle vCPU sleeps in the hypervisor, and waking it costs tens of
+//! microseconds, more than pgbaton's whole share of the round trip. When the
+//! reply is due within microseconds, spinning until it comes is cheaper than
+//! sleeping and being woken. This is what the guest kernel's `haltpoll`
+//! idle governor and KVM's `halt_poll_ns` do one level down; the window
+//! adapts the same way: it grows while sleeps are short, and shrinks to
+//! nothing when they are long, so an idle proxy never spins.
+//!
+//! How: sockets are registered, level-triggered, in an epoll instance of
+//! their own, beside tokio's. Tokio calls [`before_park`] when it is about to
+//! sleep in its own `epoll_wait`; it polls ours with a zero timeout until a
+//! socket is readable or the window ends. A socket that became readable has
+//! also queued its edge in tokio's epoll, so tokio's sleep then returns at
+//! once. Each turn of the spin yields the CPU, so a runnable pgbench or
+//! Postgres on the same core goes first. A socket is dropped from the set
+//! when it is closed (the kernel removes closed descriptors).
+
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The process's poller; absent when busy polling is off.
+static POLLER: OnceLock<Poller> = OnceLock::new();
+
+struct Poller {
+    epoll: OwnedFd,
+    max: Duration,
+}
+
+/// Turns busy polling on for the rest of the process, with windows of at
+/// most `max`. A zero `max` leaves it off. Call before sockets are watched.
+pub fn enable(max: Duration) -> std::io::Result<()> {
+    if max.is_zero() || POLLER.get().is_some() {
+        return Ok(());
+    }
+    // SAFETY: epoll_create1 takes no pointers; a non-negative result is a
+    // new descriptor that we own.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = POLLER.set(Poller { epoll, max });
+    Ok(())
+}
+
+/// Adds a socket to the watched set (nothing when busy polling is off).
+pub fn watch(fd: RawFd) {
+    let Some(p) = POLLER.get() else { return };
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd as u64,
+    };
+    // SAFETY: `event` outlives the call. Failure (EEXIST for a socket
+    // watched twice, or ENOMEM) costs only the spin, never correctness.
+    unsafe { libc::epoll_ctl(p.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+}
+
+/// How the spins so far have ended, for `SHOW STATS`.
+pub struct Stats {
+    /// A socket became readable: a sleep and a wake-up saved.
+    pub ready: AtomicU64,
+    /// The window passed and the thread slept.
+    pub timeouts: AtomicU64,
+    /// Another thread wanted the core; the thread slept.
+    pub contended: AtomicU64,
+}
+
+pub static STATS: Stats = Stats {
+    ready: AtomicU64::new(0),
+    timeouts: AtomicU64::new(0),
+    contended: AtomicU64::new(0),
+};
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+thread_local! {
+    static WINDOW: Cell<Window> = const { Cell::new(Window::OFF) };
+    /// When this thread went to sleep after a spin that found nothing.
+    static SLEPT_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Tokio's `on_thread_park` hook: spin for this thread's window.
+pub fn before_park() {
+    let Some(p) = POLLER.get() else { return };
+    let window = WINDOW.with(Cell::get);
+    let start = Instant::now();
+    let spin_for = window.spin_for(p.max);
+    if spin_for.is_zero() {
+        SLEPT_AT.with(|s| s.set(Some(start)));
+        return;
+    }
+    match p.spin(start, spin_for) {
+        Spin::Ready => count(&STATS.ready),
+        Spin::Timeout => {
+            count(&STATS.timeouts);
+            SLEPT_AT.with(|s| s.set(Some(start)));
+        }
+        // The core is wanted by others: spin less, and do not count the
+        // sleep that follows as one a longer window would have saved.
+        Spin::Contended => {
+            count(&STATS.contended);
+            WINDOW.with(|w| w.set(window.shrink()));
+        }
+    }
+}
+
+/// Tokio's `on_thread_unpark` hook: adapt the window to how long the thread
+/// was idle.
+pub fn after_unpark() {
+    let Some(p) = POLLER.get() else { return };
+    if let Some(at) = SLEPT_AT.with(Cell::take) {
+        let idle = at.elapsed();
+        WINDOW.with(|w| w.set(w.get().after_sleep(idle, p.max)));
+    }
+}
+
+/// How a spin ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Spin {
+    /// A watched socket is readable.
+    Ready,
+    /// The window passed (or there was none).
+    Timeout,
+    /// Yielding let another thread run: the core is not idle, and the spin
+    /// would take time from Postgres or the clients on it.
+    Contended,
+}
+
+/// A yield that takes longer than this ran another thread.
+const YIELDED: Duration = Duration::from_micros(5);
+
+impl Poller {
+    /// Spins until a watched socket is readable or `window` has passed
+    /// since `start`, yielding the core on every turn.
+    fn spin(&self, start: Instant, window: Duration) -> Spin {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }];
+        loop {
+            // SAFETY: the buffer holds the one event asked for.
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 1, 0) };
+            if n > 0 {
+                return Spin::Ready;
+            }
+            if n < 0 || start.elapsed() >= window {
+                return Spin::Timeout;
+            }
+            let yielded_at = Instant::now();
+            // SAFETY: no arguments. A runnable process on this core (pgbench,
+            // a Postgres backend) runs before the spin goes on.
+            unsafe { libc::sched_yield() };
+            if yielded_at.elapsed() >= YIELDED {
+                return Spin::Contended;
+            }
+        }
+    }
+}
+
+/// A thread's spin window, in microseconds, adapted like KVM's halt polling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Window {
+    micros: u32,
+}
+
+impl Window {
+    const OFF: Window = Window { micros: 0 };
+    /// The first window after a short sleep.
+    const START_MICROS: u32 = 10;
+
+    fn spin_for(self, max: Duration) -> Duration {
+        Duration::from_micros(self.micros.into()).min(max)
+    }
+
+    /// The window after the thread was idle for `idle` (spin and sleep):
+    /// when the largest window would have covered it, the window doubles, so
+    /// that a later wait like it is spun through; otherwise it halves, down
+    /// to nothing, so a quiet proxy stops spinning.
+    fn after_sleep(self, idle: Duration, max: Duration) -> Window {
+        if idle > max {
+            return self.shrink();
+        }
+        let max_micros = u32::try_from(max.as_micros()).unwrap_or(u32::MAX);
+        Window {
+            micros: self
+                .micros
+                .saturating_mul(2)
+                .max(Self::START_MICROS)
+                .min(max_micros),
+        }
+    }
+
+    /// Half the window, or none once it is shorter than the first one.
+    fn shrink(self) -> Window {
+        let half = self.micros / 2;
+        Window {
+            micros: if half < Self::START_MICROS { 0 } else { half },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_micros(200);
+
+    #[test]
+    fn short_sleeps_grow_the_window_up_to_the_maximum() {
+        let mut w = Window::OFF;
+        let mut seen = vec![];
+        for _ in 0..6 {
+            w = w.after_sleep(Duration::from_micros(50), MAX);
+            seen.push(w.micros);
+        }
+        assert_eq!(seen, [10, 20, 40, 80, 160, 200]);
+        assert_eq!(w.spin_for(MAX), MAX);
+    }
+
+    #[test]
+    fn long_sleeps_shrink_the_window_to_nothing() {
+        let mut w = Window { micros: 200 };
+        let mut seen = vec![];
+        for _ in 0..6 {
+            w = w.after_sleep(Duration::from_millis(5), MAX);
+            seen.push(w.micros);
+        }
+        assert_eq!(seen, [100, 50, 25, 12, 0, 0]);
+        assert_eq!(w.spin_for(MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_smaller_maximum_caps_a_grown_window() {
+        let w = Window { micros: 160 }.after_sleep(Duration::from_micros(5), MAX);
+        assert_eq!(
+            w.spin_for(Duration::from_micros(50)),
+            Duration::from_micros(50)
+        );
+    }
+
+    #[test]
+    fn a_readable_socket_ends_the_spin() {
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(epoll >= 0);
+        let poller = Poller {
+            epoll: unsafe { OwnedFd::from_raw_fd(epoll) },
+            max: Duration::from_secs(3600),
+        };
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 0,
+        };
+        let rc = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, b.as_raw_fd(), &mut event) };
+        assert_eq!(rc, 0);
+        // Nothing to read: a zero window finds nothing.
+        assert_eq!(poller.spin(Instant::now(), Duration::ZERO), Spin::Timeout);
+        std::io::Write::write_all(&mut &a, b"x").unwrap();
+        // Readable: an hour's window ends at once (or the test hangs).
+        assert_eq!(poller.spin(Instant::now(), poller.max), Spin::Ready);
+    }
+}

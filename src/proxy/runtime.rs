@@ -1,0 +1,24 @@
+//! The tokio runtime pgbaton serves on: one thread by default, several when
+//! configured, with busy polling hooked into its idle path.
+
+use crate::net::busy_poll;
+use std::time::Duration;
+
+/// Builds the runtime. `threads` of 1 runs everything on the calling
+/// thread, like PgBouncer; `busy_poll` is the longest a thread that runs out
+/// of work spins for a socket before it sleeps (zero: never).
+pub fn build(threads: usize, busy_poll: Duration) -> std::io::Result<tokio::runtime::Runtime> {
+    busy_poll::enable(busy_poll)?;
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
+        .on_thread_park(busy_poll::before_park)
+        .on_thread_unpark(busy_poll::after_unpark)
+        .enable_all()
+        .build()
+}

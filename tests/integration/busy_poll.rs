@@ -1,0 +1,106 @@
+//! Busy polling on the runtime `pgbaton serve` builds: pgbench runs through it
+//! with no failed transaction, and the console's counters show spins that
+//! found a reply waiting (so the hooks are installed and the sockets watched).
+
+use crate::harness::programs::{run, show, stdout};
+use crate::harness::{start_servers, TestProxy};
+use pgbaton::proxy::Proxy;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The `busy_poll_*` counters of `SHOW STATS`, read with psql.
+async fn counters(port: &str) -> (u64, u64, u64) {
+    let args = [
+        "-X",
+        "-A",
+        "-t",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-U",
+        "postgres",
+        "-d",
+        "pgbaton",
+        "-c",
+        "SHOW STATS",
+    ];
+    let o = run("psql", &args, &[], None).await;
+    assert!(o.status.success(), "SHOW STATS: {}", show(&o));
+    let out = stdout(&o);
+    let value = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('|'))
+            .unwrap_or_else(|| panic!("SHOW STATS has no {name}: {out}"))
+            .parse()
+            .unwrap()
+    };
+    (
+        value("busy_poll_ready"),
+        value("busy_poll_timeouts"),
+        value("busy_poll_contended"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_polling_proxy_relays_pgbench_and_its_spins_find_replies() {
+    let servers = start_servers(1).await;
+    let config = TestProxy::config(
+        &[&servers[0]],
+        "busy_poll = \"200us\"\nadmin_users = [\"postgres\"]",
+    );
+    assert_eq!(config.busy_poll, Duration::from_micros(200));
+
+    // The proxy on a thread and runtime of its own, built as `serve` builds
+    // them (the test's own runtime has no park hooks).
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let proxy_thread = std::thread::spawn(move || {
+        let runtime = pgbaton::proxy::runtime::build(1, config.busy_poll).expect("runtime builds");
+        runtime.block_on(async move {
+            let proxy = Proxy::bind(config).await.expect("proxy binds");
+            addr_tx.send(proxy.local_addr()).unwrap();
+            tokio::select! {
+                _ = proxy.run() => {},
+                _ = stop_rx => {},
+            }
+        });
+    });
+    let port = addr_rx.await.expect("proxy started").port().to_string();
+    let conn = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
+
+    let mut args = vec!["-i", "-s", "1"];
+    args.extend(conn);
+    args.push("postgres");
+    let o = run("pgbench", &args, &[], None).await;
+    assert!(o.status.success(), "pgbench -i: {}", show(&o));
+
+    let (ready_before, _, _) = counters(&port).await;
+    // One client, back to back: each reply comes within microseconds of
+    // the request, which is what the spin waits for.
+    let mut args = vec!["-n", "-S", "-M", "prepared", "-c", "1", "-t", "3000"];
+    args.extend(conn);
+    args.push("postgres");
+    let o = run("pgbench", &args, &[], None).await;
+    assert!(o.status.success(), "pgbench -S: {}", show(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("number of transactions actually processed: 3000/3000"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        out.contains("number of failed transactions: 0 "),
+        "{}",
+        show(&o)
+    );
+
+    let (ready, timeouts, contended) = counters(&port).await;
+    assert!(
+        ready > ready_before,
+        "no spin found a reply: ready {ready_before} -> {ready}, timeouts {timeouts}, contended {contended}"
+    );
+
+    let _ = stop_tx.send(());
+    proxy_thread.join().expect("proxy thread ends cleanly");
+}
