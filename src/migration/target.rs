@@ -88,7 +88,6 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         .await
         .map_err(|e| MoveError::from_server(&target.name, &e))?;
     let tls = conn.stream.is_tls();
-    conn.stream.busy_poll();
     let (mut r, mut w) = tokio::io::split(conn.stream);
     let mut buf = conn.leftover;
     let mut params = conn.params;

@@ -10,8 +10,9 @@
 //! adapts the same way: it grows while sleeps are short, and shrinks to
 //! nothing when they are long, so an idle proxy never spins.
 //!
-//! How: sockets are registered, level-triggered, in an epoll instance of
-//! their own, beside tokio's. Tokio calls [`before_park`] when it is about to
+//! How: the listener, each accepted client and each server connection are
+//! registered, level-triggered, in an epoll instance of their own, beside
+//! tokio's. Tokio calls [`before_park`] when it is about to
 //! sleep in its own `epoll_wait`; it polls ours with a zero timeout until a
 //! socket is readable or the window ends. A socket that became readable has
 //! also queued its edge in tokio's epoll, so tokio's sleep then returns at

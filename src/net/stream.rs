@@ -12,16 +12,6 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Watches the socket for busy polling (see [`super::busy_poll`]).
-    pub fn busy_poll(&self) {
-        use std::os::fd::AsRawFd;
-        let fd = match self {
-            Stream::Plain(s) => s.as_raw_fd(),
-            Stream::Tls(s) => s.get_ref().0.as_raw_fd(),
-        };
-        super::busy_poll::watch(fd);
-    }
-
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }

@@ -175,8 +175,6 @@ impl Relay {
         let (backend, server_pid) = (server.backend, server.pid);
         let server = server.stream;
         let (client_tls, server_tls) = (client.is_tls(), server.is_tls());
-        client.busy_poll();
-        server.busy_poll();
         let (client_r, client_w) = tokio::io::split(client);
         let (server_r, server_w) = tokio::io::split(server);
         Relay {
