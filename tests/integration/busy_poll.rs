@@ -2,7 +2,7 @@
 //! with no failed transaction, and the console's counters show spins that
 //! found a reply waiting (so the hooks are installed and the sockets watched).
 
-use crate::harness::programs::{run, show, stdout};
+use crate::harness::programs::{pgbench, run, show, stdout};
 use crate::harness::{start_servers, TestProxy};
 use pgbaton::proxy::Proxy;
 use std::time::Duration;
@@ -67,21 +67,17 @@ async fn a_busy_polling_proxy_relays_pgbench_and_its_spins_find_replies() {
         });
     });
     let port = addr_rx.await.expect("proxy started").port().to_string();
-    let conn = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
-
-    let mut args = vec!["-i", "-s", "1"];
-    args.extend(conn);
-    args.push("postgres");
-    let o = run("pgbench", &args, &[], None).await;
+    let o = pgbench(&port, &["-i", "-s", "1"]).await;
     assert!(o.status.success(), "pgbench -i: {}", show(&o));
 
     let (ready_before, _, _) = counters(&port).await;
     // One client, back to back: each reply comes within microseconds of
     // the request, which is what the spin waits for.
-    let mut args = vec!["-n", "-S", "-M", "prepared", "-c", "1", "-t", "3000"];
-    args.extend(conn);
-    args.push("postgres");
-    let o = run("pgbench", &args, &[], None).await;
+    let o = pgbench(
+        &port,
+        &["-n", "-S", "-M", "prepared", "-c", "1", "-t", "3000"],
+    )
+    .await;
     assert!(o.status.success(), "pgbench -S: {}", show(&o));
     let out = stdout(&o);
     assert!(

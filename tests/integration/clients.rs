@@ -1,7 +1,7 @@
 //! Real clients through pgbaton: pgbench in every query mode, a psql script
 //! with meta-commands and \copy, and libpq's environment settings.
 
-use crate::harness::programs::{run, show, stdout};
+use crate::harness::programs::{pgbench, run, show, stdout};
 use crate::harness::{start_servers, TestProxy};
 
 /// The value after `prefix` on the line starting with it.
@@ -16,19 +16,12 @@ async fn pgbench_in_simple_extended_and_prepared_mode() {
     let servers = start_servers(1).await;
     let proxy = TestProxy::trust(&[&servers[0]]).await;
     let port = proxy.port().to_string();
-    let conn = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
 
-    let mut args = vec!["-i", "-s", "1"];
-    args.extend(conn);
-    args.push("postgres");
-    let o = run("pgbench", &args, &[], None).await;
+    let o = pgbench(&port, &["-i", "-s", "1"]).await;
     assert!(o.status.success(), "pgbench -i: {}", show(&o));
 
     for mode in ["simple", "extended", "prepared"] {
-        let mut args = vec!["-M", mode, "-c", "8", "-j", "2", "-T", "10"];
-        args.extend(conn);
-        args.push("postgres");
-        let o = run("pgbench", &args, &[], None).await;
+        let o = pgbench(&port, &["-M", mode, "-c", "8", "-j", "2", "-T", "10"]).await;
         assert!(o.status.success(), "pgbench -M {mode}: {}", show(&o));
         let out = stdout(&o);
         assert_eq!(

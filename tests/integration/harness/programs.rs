@@ -54,6 +54,14 @@ pub async fn run(
     out
 }
 
+/// pgbench with `args`, as `postgres` on database `postgres` at
+/// 127.0.0.1:`port`.
+pub async fn pgbench(port: &str, args: &[&str]) -> Output {
+    let mut all = args.to_vec();
+    all.extend(["-h", "127.0.0.1", "-p", port, "-U", "postgres", "postgres"]);
+    run("pgbench", &all, &[], None).await
+}
+
 /// Everything a run said, for a failure message.
 pub fn show(o: &Output) -> String {
     format!(
