@@ -9,6 +9,8 @@ use thiserror::Error;
 /// Busy polling's window unless configured: long enough to cover a
 /// relayed round trip of a small query on a shared machine.
 const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
+/// Shorter windows would not cover even a quick reply.
+const MIN_BUSY_POLL: Duration = Duration::from_micros(10);
 /// Beyond this, spinning costs more than the sleep it saves.
 const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
 
@@ -98,11 +100,11 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
     let busy_poll = match &raw.busy_poll {
         None => DEFAULT_BUSY_POLL,
         Some(s) => parse_duration(s)
-            .filter(|d| *d <= MAX_BUSY_POLL)
+            .filter(|d| d.is_zero() || (MIN_BUSY_POLL..=MAX_BUSY_POLL).contains(d))
             .ok_or_else(|| {
                 invalid(
                     "busy_poll",
-                    format!("{s:?} is not a duration from \"0\" to \"1ms\", like \"50us\""),
+                    format!("{s:?}: expected \"0\" (off) or from \"10us\" to \"1ms\""),
                 )
             })?,
     };
@@ -380,7 +382,7 @@ mod tests {
         assert_eq!(c.busy_poll, Duration::from_micros(50));
         let c = Config::from_toml("busy_poll = \"0\"", &a).unwrap();
         assert_eq!(c.busy_poll, Duration::ZERO);
-        for bad in ["\"2ms\"", "\"fast\"", "\"-1us\""] {
+        for bad in ["\"2ms\"", "\"5us\"", "\"fast\"", "\"-1us\""] {
             let e = Config::from_toml(&format!("busy_poll = {bad}"), &a).unwrap_err();
             assert!(e.to_string().contains("`busy_poll`"), "{e}");
         }

@@ -1,5 +1,6 @@
 //! Busy polling: a worker thread that runs out of work watches its sessions'
-//! sockets for a few microseconds before it goes to sleep.
+//! sockets for a few microseconds before it goes to sleep (Linux only; on
+//! other systems `busy_poll` does nothing).
 //!
 //! Why: a relayed round trip wakes the proxy twice. On a virtual machine an
 //! idle vCPU sleeps in the hypervisor, and waking it costs tens of
@@ -11,17 +12,23 @@
 //! nothing when they are long, so an idle proxy never spins.
 //!
 //! How: the listener, each accepted client and each server connection are
-//! registered, level-triggered, in an epoll instance of their own, beside
-//! tokio's. Tokio calls [`before_park`] when it is about to
-//! sleep in its own `epoll_wait`; it polls ours with a zero timeout until a
-//! socket is readable or the window ends. A socket that became readable has
-//! also queued its edge in tokio's epoll, so tokio's sleep then returns at
-//! once. Each turn of the spin yields the CPU, so a runnable pgbench or
-//! Postgres on the same core goes first. A socket is dropped from the set
-//! when it is closed (the kernel removes closed descriptors).
+//! registered, edge-triggered, in an epoll instance of their own, beside
+//! tokio's. Tokio calls [`before_park`] when it is about to sleep in its own
+//! `epoll_wait`; it polls ours with a zero timeout until data arrives on a
+//! socket or the window ends. New data queues an edge in both instances, so
+//! tokio's sleep then returns at once. Edge-triggered, because a socket the
+//! relay leaves unread on purpose (a client slow to take a large result, a
+//! session being moved) would otherwise end every spin at once.
+//!
+//! Each turn of the spin yields the CPU, so a runnable pgbench or Postgres
+//! on the same run queue goes first, and a yield that ran one ends the spin.
+//! What the watched set does not cover (timers, signals, wake-ups from other
+//! threads, a socket becoming writable) waits until the spin ends: at most
+//! the window, 1 ms at most. A socket leaves the set when it is closed (the
+//! kernel drops it once no descriptor refers to it; pgbaton never dups one).
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -35,38 +42,29 @@ struct Poller {
 }
 
 /// Turns busy polling on for the rest of the process, with windows of at
-/// most `max`. A zero `max` leaves it off. Call before sockets are watched.
-pub fn enable(max: Duration) -> std::io::Result<()> {
-    if max.is_zero() || POLLER.get().is_some() {
-        return Ok(());
+/// most `max`, and returns whether it is on. A zero `max` leaves it off.
+/// Call before sockets are watched; a later call cannot change `max`.
+pub fn enable(max: Duration) -> std::io::Result<bool> {
+    if !max.is_zero() && POLLER.get().is_none() {
+        let _ = POLLER.set(Poller::new(max)?);
     }
-    // SAFETY: epoll_create1 takes no pointers; a non-negative result is a
-    // new descriptor that we own.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just created and nothing else owns it.
-    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = POLLER.set(Poller { epoll, max });
-    Ok(())
+    Ok(POLLER.get().is_some())
 }
 
 /// Adds a socket to the watched set (nothing when busy polling is off).
-pub fn watch(fd: RawFd) {
+pub fn watch(socket: &impl AsFd) {
     let Some(p) = POLLER.get() else { return };
-    let mut event = libc::epoll_event {
-        events: libc::EPOLLIN as u32,
-        u64: fd as u64,
-    };
-    // SAFETY: `event` outlives the call. Failure (EEXIST for a socket
-    // watched twice, or ENOMEM) costs only the spin, never correctness.
-    unsafe { libc::epoll_ctl(p.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+    if let Err(e) = p.add(socket.as_fd()) {
+        // ENOSPC (fs.epoll.max_user_watches) or ENOMEM: that socket only
+        // ends no spin; the session works the same.
+        tracing::debug!(error = %e, "busy polling cannot watch a socket");
+    }
 }
 
 /// How the spins so far have ended, for `SHOW STATS`.
 pub struct Stats {
-    /// A socket became readable: a sleep and a wake-up saved.
+    /// Data arrived on a watched socket (a reply, a query, a new client)
+    /// during the spin: the thread went on without sleeping.
     pub ready: AtomicU64,
     /// The window passed and the thread slept.
     pub timeouts: AtomicU64,
@@ -128,7 +126,7 @@ pub fn after_unpark() {
 /// How a spin ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Spin {
-    /// A watched socket is readable.
+    /// Data arrived on a watched socket.
     Ready,
     /// The window passed (or there was none).
     Timeout,
@@ -140,14 +138,58 @@ enum Spin {
 /// A yield that takes longer than this ran another thread.
 const YIELDED: Duration = Duration::from_micros(5);
 
+/// Events taken per look: edges left from while the thread was busy are
+/// cleared in one call.
+const EVENTS: usize = 64;
+
 impl Poller {
-    /// Spins until a watched socket is readable or `window` has passed
+    fn new(max: Duration) -> std::io::Result<Poller> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is
+        // a new descriptor that nothing else owns.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Poller { epoll, max })
+    }
+
+    fn add(&self, socket: BorrowedFd<'_>) -> std::io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        // SAFETY: both descriptors are open for the call (the borrow keeps
+        // the socket's), and `event` outlives it.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                socket.as_raw_fd(),
+                &mut event,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Spins until data arrives on a watched socket or `window` has passed
     /// since `start`, yielding the core on every turn.
     fn spin(&self, start: Instant, window: Duration) -> Spin {
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }];
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         loop {
-            // SAFETY: the buffer holds the one event asked for.
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), 1, 0) };
+            // SAFETY: the buffer holds the EVENTS events asked for at most.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    EVENTS as i32,
+                    0,
+                )
+            };
             if n > 0 {
                 return Spin::Ready;
             }
@@ -247,24 +289,19 @@ mod tests {
     }
 
     #[test]
-    fn a_readable_socket_ends_the_spin() {
-        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        assert!(epoll >= 0);
-        let poller = Poller {
-            epoll: unsafe { OwnedFd::from_raw_fd(epoll) },
-            max: Duration::from_secs(3600),
-        };
+    fn new_data_ends_the_spin_and_data_left_unread_does_not() {
+        let poller = Poller::new(Duration::from_secs(5)).unwrap();
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: 0,
-        };
-        let rc = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, b.as_raw_fd(), &mut event) };
-        assert_eq!(rc, 0);
+        poller.add(b.as_fd()).unwrap();
         // Nothing to read: a zero window finds nothing.
         assert_eq!(poller.spin(Instant::now(), Duration::ZERO), Spin::Timeout);
         std::io::Write::write_all(&mut &a, b"x").unwrap();
-        // Readable: an hour's window ends at once (or the test hangs).
+        // New data: the 5 s window ends at once (a failure takes 5 s).
+        assert_eq!(poller.spin(Instant::now(), poller.max), Spin::Ready);
+        // Still unread (a relay holding back), but nothing new: no spin
+        // ends on it again.
+        assert_eq!(poller.spin(Instant::now(), Duration::ZERO), Spin::Timeout);
+        std::io::Write::write_all(&mut &a, b"y").unwrap();
         assert_eq!(poller.spin(Instant::now(), poller.max), Spin::Ready);
     }
 }

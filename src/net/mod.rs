@@ -1,6 +1,10 @@
 //! Transport: a stream that is plain TCP or TLS, and the rustls set-up for both
 //! directions (pgbaton as TLS server to clients, as TLS client to backends).
 
+#[cfg(target_os = "linux")]
+pub mod busy_poll;
+#[cfg(not(target_os = "linux"))]
+#[path = "busy_poll_off.rs"]
 pub mod busy_poll;
 pub mod stream;
 pub mod tls;

@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::net::busy_poll;
 use crate::net::tls::TlsError;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -93,7 +92,7 @@ impl Proxy {
         let mut shutdown = self.shutdown_tx.subscribe();
         info!(listen = %self.local_addr(), "pgbaton accepting connections");
         // A new client ends a spin too, so it is accepted without delay.
-        busy_poll::watch(self.listener.as_raw_fd());
+        busy_poll::watch(&self.listener);
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -106,7 +105,7 @@ impl Proxy {
                             continue;
                         }
                     };
-                    busy_poll::watch(tcp.as_raw_fd());
+                    busy_poll::watch(&tcp);
                     let permit = slots.clone().try_acquire_owned().ok();
                     let refuse = permit.is_none();
                     let shared = self.shared.clone();

@@ -12,17 +12,15 @@ use std::time::Duration;
 /// parks the others on a condition variable, so a readable socket would
 /// end their spin without giving them anything to do.
 pub fn build(threads: usize, busy_poll: Duration) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if threads <= 1 {
-        busy_poll::enable(busy_poll)?;
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    builder
-        .on_thread_park(busy_poll::before_park)
-        .on_thread_unpark(busy_poll::after_unpark)
-        .enable_all()
-        .build()
+    if threads > 1 {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        return builder.worker_threads(threads).enable_all().build();
+    }
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    if busy_poll::enable(busy_poll)? {
+        builder
+            .on_thread_park(busy_poll::before_park)
+            .on_thread_unpark(busy_poll::after_unpark);
+    }
+    builder.enable_all().build()
 }

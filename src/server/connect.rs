@@ -39,7 +39,7 @@ async fn connect_inner(
         })?;
     // Small protocol messages must not wait for Nagle.
     let _ = tcp.set_nodelay(true);
-    crate::net::busy_poll::watch(std::os::fd::AsRawFd::as_raw_fd(&tcp));
+    crate::net::busy_poll::watch(&tcp);
     let Some(connector) = tls_connector.filter(|_| backend.tls != ServerTls::Disable) else {
         return Ok(Stream::Plain(tcp));
     };

@@ -8,7 +8,6 @@ mod harness;
 
 mod admin;
 mod auth;
-mod busy_poll;
 mod cancel;
 mod clients;
 mod demo;

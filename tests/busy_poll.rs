@@ -1,6 +1,16 @@
 //! Busy polling on the runtime `pgbaton serve` builds: pgbench runs through it
 //! with no failed transaction, and the console's counters show spins that
-//! found a reply waiting (so the hooks are installed and the sockets watched).
+//! ended on a reply (so the hooks are installed and the sessions' sockets
+//! watched).
+//!
+//! A test binary of its own (`cargo test --test busy_poll`): busy polling is
+//! process-wide once on, and the other tests' sockets must not end these
+//! spins or count in these counters.
+
+// Not every helper is used here.
+#[allow(unused_imports)]
+#[path = "integration/harness/mod.rs"]
+mod harness;
 
 use crate::harness::programs::{pgbench, run, show, stdout};
 use crate::harness::{start_servers, TestProxy};
@@ -91,10 +101,14 @@ async fn a_busy_polling_proxy_relays_pgbench_and_its_spins_find_replies() {
         show(&o)
     );
 
+    // About two parks per transaction. The listener alone would give one
+    // (pgbench connecting), so a tenth of the transactions says that the
+    // sessions' own sockets end spins: several thousand do, even with the
+    // machine busy.
     let (ready, timeouts, contended) = counters(&port).await;
     assert!(
-        ready > ready_before,
-        "no spin found a reply: ready {ready_before} -> {ready}, timeouts {timeouts}, contended {contended}"
+        ready - ready_before >= 300,
+        "too few spins ended on a reply: ready {ready_before} -> {ready}, timeouts {timeouts}, contended {contended}"
     );
 
     let _ = stop_tx.send(());
