@@ -33,6 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub use super::busy_poll_stats::{Stats, STATS};
+
 /// The process's poller; absent when busy polling is off.
 static POLLER: OnceLock<Poller> = OnceLock::new();
 
@@ -60,23 +62,6 @@ pub fn watch(socket: &impl AsFd) {
         tracing::debug!(error = %e, "busy polling cannot watch a socket");
     }
 }
-
-/// How the spins so far have ended, for `SHOW STATS`.
-pub struct Stats {
-    /// Data arrived on a watched socket (a reply, a query, a new client)
-    /// during the spin: the thread went on without sleeping.
-    pub ready: AtomicU64,
-    /// The window passed and the thread slept.
-    pub timeouts: AtomicU64,
-    /// Another thread wanted the core; the thread slept.
-    pub contended: AtomicU64,
-}
-
-pub static STATS: Stats = Stats {
-    ready: AtomicU64::new(0),
-    timeouts: AtomicU64::new(0),
-    contended: AtomicU64::new(0),
-};
 
 fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
