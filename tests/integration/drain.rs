@@ -3,6 +3,7 @@
 //! target runs the configured hook and moves everyone to the server it names.
 
 use crate::harness::{must_fail, sqlstate, start_servers, TestProxy, TestServer};
+use crate::migrate::{wait_for, where_is};
 use pgbaton::config::{Config, Overrides};
 use std::time::Duration;
 
@@ -22,7 +23,8 @@ fn config_text(servers: &[&TestServer], draining: Option<usize>, extra: &str) ->
 
 /// Polls (bounded) until every listed session is on `backend`.
 async fn wait_all_on(proxy: &TestProxy, apps: &[&str], backend: &str) {
-    for _ in 0..400 {
+    let what = format!("sessions {apps:?} all on {backend}");
+    wait_for(&what, || async {
         let on: Vec<String> = proxy
             .shared
             .sessions
@@ -31,12 +33,9 @@ async fn wait_all_on(proxy: &TestProxy, apps: &[&str], backend: &str) {
             .filter(|e| apps.contains(&e.application_name.as_str()))
             .map(|e| e.live().backend)
             .collect();
-        if on.len() == apps.len() && on.iter().all(|b| b == backend) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("sessions {apps:?} did not all reach {backend}");
+        on.len() == apps.len() && on.iter().all(|b| b == backend)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,12 +78,7 @@ async fn reload_drains_a_backend_and_disconnects_the_pinned_when_told() {
 
     wait_all_on(&proxy, &["drain-a", "drain-b"], "pg2").await;
     for c in &movers {
-        let port: i32 = c
-            .query_one("SELECT inet_server_port()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(port as u16, s2.port());
+        assert_eq!(where_is(c).await.1, s2.port());
         let tz: String = c.query_one("SHOW TimeZone", &[]).await.unwrap().get(0);
         assert_eq!(tz, "Asia/Tokyo");
         let v: i32 = c.query_one("EXECUTE q(41)", &[]).await.unwrap().get(0);
@@ -112,12 +106,7 @@ async fn reload_drains_a_backend_and_disconnects_the_pinned_when_told() {
 
     // New sessions avoid the draining backend.
     let fresh = proxy.connect("postgres", "postgres").await;
-    let port: i32 = fresh
-        .query_one("SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(port as u16, s2.port());
+    assert_eq!(where_is(&fresh).await.1, s2.port());
     let aborted = proxy
         .shared
         .history
@@ -158,27 +147,16 @@ async fn scale_out_runs_the_hook_and_moves_everyone() {
     a.batch_execute("SET myapp.tenant = 'acme'").await.unwrap();
     let console = proxy.connect("postgres", "pgbaton").await;
     console.simple_query("SCALE OUT").await.expect("scale out");
-    let mut on_pg3 = false;
-    for _ in 0..400 {
-        if proxy
+    wait_for("sessions moved to the hook's server", || async {
+        proxy
             .shared
             .sessions
             .list()
             .iter()
             .all(|e| e.live().backend == "pg3")
-        {
-            on_pg3 = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(on_pg3, "sessions moved to the hook's server");
-    let port: i32 = a
-        .query_one("SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(port as u16, s3.port());
+    })
+    .await;
+    assert_eq!(where_is(&a).await.1, s3.port());
     let t: String = a
         .query_one("SELECT current_setting('myapp.tenant')", &[])
         .await
@@ -197,12 +175,7 @@ async fn scale_out_runs_the_hook_and_moves_everyone() {
         .collect();
     assert_eq!(default, vec!["pg3".to_string()]);
     let fresh = proxy.connect("postgres", "postgres").await;
-    let port: i32 = fresh
-        .query_one("SELECT inet_server_port()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(port as u16, s3.port());
+    assert_eq!(where_is(&fresh).await.1, s3.port());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,13 @@ async fn check(entry: &SessionEntry) -> CheckReport {
         .unwrap_or_else(|e| panic!("server check of session {}: {e}", entry.id))
 }
 
+/// A server check that finds the ledger right.
+async fn agreed(entry: &SessionEntry) -> CheckReport {
+    let report = check(entry).await;
+    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    report
+}
+
 async fn ledger_rows(entry: &SessionEntry) -> Vec<(String, String, String)> {
     entry
         .ledger()
@@ -511,11 +518,10 @@ async fn the_check_keeps_the_unnamed_statement_and_believes_only_parse_complete(
     build::parse("", "SELECT 42", &mut out);
     build::sync(&mut out);
     raw.send(&out).await;
-    let tags: Vec<u8> = raw.until_rfq().await.iter().map(|m| m.tag).collect();
+    let tags = raw.tags_until_rfq().await;
     assert_eq!(tags, b"1Z");
 
-    let report = check(&entry).await;
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    agreed(&entry).await;
     let rows = ledger_rows(&entry).await;
     assert!(
         rows.iter()
@@ -546,10 +552,9 @@ async fn the_check_keeps_the_unnamed_statement_and_believes_only_parse_complete(
     build::parse("s1", "SELECT 1", &mut out);
     build::sync(&mut out);
     raw.send(&out).await;
-    let tags: Vec<u8> = raw.until_rfq().await.iter().map(|m| m.tag).collect();
+    let tags = raw.tags_until_rfq().await;
     assert_eq!(tags, b"1Z");
-    let report = check(&entry).await;
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    let report = agreed(&entry).await;
     assert!(
         server_prepared(&report).contains(&"s1"),
         "{:?}",
@@ -567,10 +572,9 @@ async fn the_check_keeps_the_unnamed_statement_and_believes_only_parse_complete(
     build::parse("s_after", "SELECT 2", &mut out);
     build::sync(&mut out);
     raw.send(&out).await;
-    let tags: Vec<u8> = raw.until_rfq().await.iter().map(|m| m.tag).collect();
+    let tags = raw.tags_until_rfq().await;
     assert_eq!(tags, b"12EZ");
-    let report = check(&entry).await;
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    let report = agreed(&entry).await;
     let names = server_prepared(&report);
     assert!(
         names.contains(&"s1") && !names.contains(&"s_after"),
@@ -616,10 +620,9 @@ async fn an_extended_batch_is_one_implicit_transaction() {
         &mut out,
     );
     raw.send(&out).await;
-    let tags: Vec<u8> = raw.until_rfq().await.iter().map(|m| m.tag).collect();
+    let tags = raw.tags_until_rfq().await;
     assert_eq!(tags, b"12C12C12C12EZ");
-    let report = check(&entry).await;
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    let report = agreed(&entry).await;
     assert!(
         !report.server.settings.contains_key("work_mem"),
         "{:?}",
@@ -643,10 +646,9 @@ async fn an_extended_batch_is_one_implicit_transaction() {
         &mut out,
     );
     raw.send(&out).await;
-    let tags: Vec<u8> = raw.until_rfq().await.iter().map(|m| m.tag).collect();
+    let tags = raw.tags_until_rfq().await;
     assert_eq!(tags, b"12C12C12CZ");
-    let report = check(&entry).await;
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    let report = agreed(&entry).await;
     assert_eq!(
         report.server.settings.get("work_mem").map(String::as_str),
         Some("9216")
@@ -870,8 +872,7 @@ async fn listen_rolls_back_and_prepare_survives() {
         .await;
     assert!(e.is_err());
 
-    let report = check(&entry).await;
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    let report = agreed(&entry).await;
     assert!(
         report.server.listen.is_empty(),
         "{:?}",
@@ -930,8 +931,7 @@ async fn checks_wait_for_a_safe_point() {
         report.server.settings.get("work_mem").map(String::as_str),
         Some("7168")
     );
-    let report = check(&entry).await;
-    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    agreed(&entry).await;
     // And the session still works.
     client.simple_query("SELECT 1").await.unwrap();
 }

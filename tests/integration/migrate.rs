@@ -1111,7 +1111,7 @@ async fn unnamed_statement_and_session_authorization_move() {
     build::parse("", "SELECT inet_server_port()::text", &mut out);
     build::sync(&mut out);
     raw.send(&out).await;
-    let tags: Vec<u8> = raw.until_rfq().await.iter().map(|m| m.tag).collect();
+    let tags = raw.tags_until_rfq().await;
     assert_eq!(tags, b"1Z");
     let msgs = raw.query("/* pgbaton: migrate to=pg2 */;").await;
     assert!(msgs.iter().all(|m| m.tag != b'E'), "{msgs:?}");

@@ -112,9 +112,9 @@ async fn error_mid_pipeline_skips_to_sync() {
     build::execute("", &mut out);
     build::sync(&mut out);
     raw.send(&out).await;
-    let first: Vec<u8> = raw.until_rfq().await.iter().map(|m| m.tag).collect();
+    let first = raw.tags_until_rfq().await;
     assert_eq!(first, b"12EZ");
-    let second: Vec<u8> = raw.until_rfq().await.iter().map(|m| m.tag).collect();
+    let second = raw.tags_until_rfq().await;
     assert_eq!(second, b"12DCZ");
     // The Parse after the error was skipped by the server.
     let msgs = raw

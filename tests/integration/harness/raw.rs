@@ -145,6 +145,11 @@ impl Raw {
     }
 
     /// Reads until the connection closes; returns what came.
+    /// The tags of what comes up to and including ReadyForQuery.
+    pub async fn tags_until_rfq(&mut self) -> Vec<u8> {
+        self.until_rfq().await.iter().map(|m| m.tag).collect()
+    }
+
     pub async fn until_closed(&mut self) -> Vec<Msg> {
         let mut msgs = Vec::new();
         while let Some(m) = self.recv().await {
