@@ -25,6 +25,9 @@ pub fn move_all(
     if config.backend(to).is_none() {
         return Err(MoveError::UnknownBackend(to.to_string()));
     }
+    if from == Some(to) {
+        return Err(MoveError::SameBackend(to.to_string()));
+    }
     let on_timeout = if origin == Origin::Drain {
         config.drain_on_timeout
     } else {

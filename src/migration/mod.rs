@@ -110,6 +110,8 @@ pub enum MoveError {
     UnknownBackend(String),
     #[error("session is already on backend \"{0}\"")]
     AlreadyThere(String),
+    #[error("from and to both name backend \"{0}\": nothing would move")]
+    SameBackend(String),
     #[error("session cannot move: {0}")]
     Pinned(String),
     #[error("no safe point within {wait:?}: {reason}")]
@@ -143,6 +145,7 @@ impl MoveError {
     pub fn sqlstate(&self) -> &str {
         match self {
             MoveError::UnknownBackend(_) => SqlState::UNDEFINED_OBJECT.code(),
+            MoveError::SameBackend(_) => SqlState::INVALID_PARAMETER_VALUE.code(),
             MoveError::Busy => SqlState::OBJECT_IN_USE.code(),
             MoveError::Target { code, .. } => code,
             MoveError::SourceLost(_) | MoveError::Ended => SqlState::CONNECTION_FAILURE.code(),

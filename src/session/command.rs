@@ -91,13 +91,14 @@ impl Relay {
         self.to_client.push(out.freeze());
     }
 
-    /// Sends the held Query on to the server, as if it had never been held.
+    /// Sends the held Query or Parse on to the server, as if it had never
+    /// been held.
     fn forward_held(&mut self) {
         if let Some(msg) = self.held.take() {
-            self.tracker.on_frontend(FrontendTag::Query);
+            let tag = FrontendTag::from_byte(msg[0]);
+            self.tracker.on_frontend(tag);
             self.client_messages += 1;
-            self.ledger
-                .on_frontend(FrontendTag::Query, &msg[HEADER_LEN..]);
+            self.ledger.on_frontend(tag, &msg[HEADER_LEN..]);
             self.to_server.push(msg);
         }
     }
@@ -128,6 +129,12 @@ impl Relay {
                     "pgbaton: moving every session of a backend (from=) needs an admin user",
                 );
             }
+            if dry_run {
+                return self.reply_error(
+                    SqlState::FEATURE_NOT_SUPPORTED.code(),
+                    "pgbaton: dry_run applies to this session only; it does not combine with from=",
+                );
+            }
             match crate::migration::fleet::move_all(
                 &ctx.shared,
                 Some(&from),
@@ -139,7 +146,14 @@ impl Relay {
                     self.reply_notice(&format!(
                         "pgbaton: moving {n} session(s) from {from} to {to}; see SHOW MIGRATIONS"
                     ));
-                    self.reply_done(&format!("MIGRATE {n}"));
+                    // The command is answered once: the held message is
+                    // either gone or on its way to the server now.
+                    if parsed.has_statement || parse {
+                        self.forward_held();
+                    } else {
+                        self.held = None;
+                        self.reply_done(&format!("MIGRATE {n}"));
+                    }
                 }
                 Err(e) => self.reply_error(e.sqlstate(), &format!("pgbaton: {e}")),
             }
