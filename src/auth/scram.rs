@@ -88,6 +88,22 @@ impl StoredSecret {
         StoredSecret::from_password(password, &salt, DEFAULT_ITERATIONS)
     }
 
+    /// A secret no password matches, for a user pgbaton does not know: the
+    /// exchange runs against it and fails like a wrong password, so a
+    /// stranger cannot tell unknown users from known ones (Postgres does
+    /// the same, with `scram_mock_salt`). The salt is derived from the
+    /// user name and a per-process nonce, so it is the same on every try,
+    /// as a real user's is.
+    pub fn mock(user: &[u8], nonce: &[u8; 32]) -> StoredSecret {
+        let salt = hmac(nonce, user);
+        StoredSecret {
+            iterations: DEFAULT_ITERATIONS,
+            salt: salt[..16].to_vec(),
+            stored_key: hmac(nonce, &[user, b"\0stored"].concat()),
+            server_key: hmac(nonce, &[user, b"\0server"].concat()),
+        }
+    }
+
     pub fn parse(s: &str) -> Option<StoredSecret> {
         let rest = s.strip_prefix("SCRAM-SHA-256$")?;
         let (iter_salt, keys) = rest.split_once('$')?;

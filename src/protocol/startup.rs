@@ -46,6 +46,10 @@ pub enum StartupError {
     UnsupportedVersion { major: i32, minor: i32 },
     #[error("invalid startup packet layout: {0}")]
     BadLayout(&'static str),
+    /// Postgres takes the last of two values, so a proxy that reads the
+    /// first would authenticate one user and log in another.
+    #[error("startup packet repeats the parameter \"{0}\"")]
+    Duplicate(String),
 }
 
 /// Length of the startup packet at the start of `buf`, once its length word is
@@ -98,6 +102,11 @@ fn parse_params(mut body: &[u8]) -> Result<Vec<StartupParam>, StartupError> {
             return Ok(params);
         }
         let (value, rest) = cstr(rest).ok_or(StartupError::BadLayout("parameter without value"))?;
+        if params.iter().any(|p: &StartupParam| p.name == name) {
+            return Err(StartupError::Duplicate(
+                String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned(),
+            ));
+        }
         params.push(StartupParam {
             name: name.to_vec(),
             value: value.to_vec(),
@@ -190,6 +199,14 @@ mod tests {
         assert!(parse(&packet(2 << 16, b"")).is_err());
         assert!(parse(&packet(PROTOCOL_3_0, b"user\0")).is_err());
         assert!(parse(&packet(CANCEL_REQUEST_CODE, b"\0")).is_err());
+    }
+
+    #[test]
+    fn refuses_a_repeated_parameter() {
+        let p = packet(PROTOCOL_3_0, b"user\0app\0database\0d\0user\0postgres\0\0");
+        assert_eq!(parse(&p), Err(StartupError::Duplicate("user".into())));
+        let p = packet(PROTOCOL_3_0, b"options\0a\0options\0b\0\0");
+        assert_eq!(parse(&p), Err(StartupError::Duplicate("options".into())));
     }
 
     #[test]

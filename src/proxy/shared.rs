@@ -37,6 +37,8 @@ pub struct Shared {
     connectors: RwLock<HashMap<String, Option<TlsConnector>>>,
     /// SCRAM secrets of configured users, derived once at start.
     pub secrets: HashMap<String, StoredSecret>,
+    /// Salts the mock secrets of unknown users (see `StoredSecret::mock`).
+    pub mock_nonce: [u8; 32],
     pub cancel: CancelRegistry,
     pub sessions: SessionRegistry,
     pub stats: Stats,
@@ -103,6 +105,7 @@ impl Shared {
             tls_acceptor,
             connectors: RwLock::new(connectors),
             secrets,
+            mock_nonce: rand::random(),
             cancel: CancelRegistry::default(),
             sessions: SessionRegistry::default(),
             stats: Stats::default(),

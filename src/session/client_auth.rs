@@ -1,7 +1,7 @@
 //! Clients authenticating to pgbaton: trust, or SCRAM-SHA-256 against the
 //! configured users (plain password or a pg_authid SCRAM secret).
 
-use crate::auth::scram::{ServerExchange, MECHANISM};
+use crate::auth::scram::{ServerExchange, StoredSecret, MECHANISM};
 use crate::config::ClientAuth;
 use crate::net::Stream;
 use crate::protocol::codec::{cstr, HEADER_LEN, PG_SMALL_MESSAGE_LIMIT};
@@ -16,7 +16,9 @@ use tokio_postgres::error::SqlState;
 pub enum ClientAuthError {
     #[error("password authentication failed for user \"{0}\"")]
     BadPassword(String),
-    #[error("user \"{0}\" is not configured in pgbaton")]
+    /// Told to the client exactly as a wrong password is; only pgbaton's
+    /// log says why (see [`ClientAuthError::detail`]).
+    #[error("password authentication failed for user \"{0}\"")]
     UnknownUser(String),
     #[error("invalid authentication message: {0}")]
     Protocol(String),
@@ -27,11 +29,21 @@ pub enum ClientAuthError {
 impl ClientAuthError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            ClientAuthError::BadPassword(_) => SqlState::INVALID_PASSWORD.code(),
-            ClientAuthError::UnknownUser(_) => SqlState::INVALID_AUTHORIZATION_SPECIFICATION.code(),
+            ClientAuthError::BadPassword(_) | ClientAuthError::UnknownUser(_) => {
+                SqlState::INVALID_PASSWORD.code()
+            }
             ClientAuthError::Protocol(_) | ClientAuthError::Io(_) => {
                 SqlState::PROTOCOL_VIOLATION.code()
             }
+        }
+    }
+
+    /// What the log says beyond what the client is told.
+    pub fn detail(&self) -> &'static str {
+        match self {
+            ClientAuthError::UnknownUser(_) => "the user is not configured in pgbaton",
+            ClientAuthError::BadPassword(_) => "the password does not match",
+            _ => "",
         }
     }
 }
@@ -49,10 +61,17 @@ pub async fn authenticate(
         write::auth_ok(out);
         return Ok(());
     }
-    let secret = shared
-        .secrets
-        .get(user)
-        .ok_or_else(|| ClientAuthError::UnknownUser(user.to_string()))?;
+    // An unknown user goes through the same exchange against a secret no
+    // password matches, and is told what a wrong password is told.
+    let mock;
+    let known = shared.secrets.contains_key(user);
+    let secret = match shared.secrets.get(user) {
+        Some(s) => s,
+        None => {
+            mock = StoredSecret::mock(user.as_bytes(), &shared.mock_nonce);
+            &mock
+        }
+    };
     let mut msg = BytesMut::new();
     write::auth_sasl(&mut msg, &[MECHANISM]);
     stream.write_all(&msg).await?;
@@ -87,8 +106,11 @@ pub async fn authenticate(
             write::auth_ok(out);
             Ok(())
         }
-        Err(crate::auth::scram::ScramError::BadProof) => {
+        Err(crate::auth::scram::ScramError::BadProof) if known => {
             Err(ClientAuthError::BadPassword(user.to_string()))
+        }
+        Err(crate::auth::scram::ScramError::BadProof) => {
+            Err(ClientAuthError::UnknownUser(user.to_string()))
         }
         Err(e) => Err(ClientAuthError::Protocol(e.to_string())),
     }

@@ -2,7 +2,7 @@
 //! pg_authid secret), and pgbaton to servers on its own (trust, password,
 //! md5, SCRAM).
 
-use crate::harness::{sqlstate, start_servers, start_servers_with, TestProxy};
+use crate::harness::{sqlstate, start_servers, start_servers_with, Raw, TestProxy};
 use pgbaton::auth::scram::StoredSecret;
 use pgbaton::localpg::{HostAuth, LocalPgOptions};
 
@@ -54,7 +54,20 @@ async fn scram_clients_right_wrong_and_unknown() {
             .await,
         "unknown user refused",
     );
-    assert_eq!(sqlstate(&e), "28000");
+    // Told exactly what a wrong password is told, after a whole exchange,
+    // so a stranger cannot learn which user names exist.
+    assert_eq!(sqlstate(&e), "28P01");
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "password authentication failed for user \"nobody\""
+    );
+    // The exchange itself looks the same: a SASL offer, then a salt that is
+    // stable for the name (as a stored secret's is), for known and unknown.
+    let nobody = server_first(&proxy, "nobody").await;
+    assert_eq!(salt(&nobody), salt(&server_first(&proxy, "nobody").await));
+    assert_ne!(salt(&nobody), salt(&server_first(&proxy, "other").await));
+    let known = server_first(&proxy, "postgres").await;
+    assert!(nobody.contains(",i=4096") && known.contains(",i=4096"));
 
     let c = proxy
         .try_connect(&format!(
@@ -69,6 +82,39 @@ async fn scram_clients_right_wrong_and_unknown() {
         .unwrap()
         .get(0);
     assert_eq!(who, "viasecret");
+}
+
+/// The server-first SCRAM message pgbaton sends `user`.
+async fn server_first(proxy: &TestProxy, user: &str) -> String {
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    let mut raw = Raw::connect(proxy.addr).await;
+    raw.send_startup(&[("user", user)]).await;
+    let offer = raw.recv().await.expect("an authentication request");
+    assert_eq!(offer.tag, b'R');
+    assert_eq!(&offer.body[..4], &10i32.to_be_bytes(), "AuthenticationSASL");
+    let scram = ScramSha256::new(b"x", ChannelBinding::unsupported());
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::sasl_initial_response(
+        "SCRAM-SHA-256",
+        scram.message(),
+        &mut out,
+    )
+    .unwrap();
+    raw.send(&out).await;
+    let first = raw.recv().await.expect("server-first message");
+    assert_eq!(
+        &first.body[..4],
+        &11i32.to_be_bytes(),
+        "AuthenticationSASLContinue"
+    );
+    String::from_utf8_lossy(&first.body[4..]).into_owned()
+}
+
+fn salt(server_first: &str) -> &str {
+    server_first
+        .split(',')
+        .find_map(|f| f.strip_prefix("s="))
+        .expect("a salt")
 }
 
 async fn logs_in_to_a_server_with(method: HostAuth) {
