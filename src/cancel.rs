@@ -15,39 +15,52 @@ pub struct CancelTarget {
     pub key: i32,
 }
 
+/// Sessions by the secret of their BackendKeyData. The secret, not the
+/// pid, is the key: a client's pid is the real pid of its first server
+/// backend, and two servers (or one server's recycled pids) can hand out
+/// the same pid to two sessions, while pgbaton draws every secret itself
+/// and keeps them unique.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     entries: Mutex<HashMap<i32, (i32, CancelTarget)>>,
 }
 
 impl CancelRegistry {
-    /// Registers a session under its client-visible `pid` and secret `key`.
-    pub fn register(&self, pid: i32, key: i32, target: CancelTarget) {
-        self.lock().insert(pid, (key, target));
+    /// Registers a session under its client-visible `pid` with a new random
+    /// secret, unique among live sessions, and returns the secret.
+    pub fn register(&self, pid: i32, target: CancelTarget) -> i32 {
+        let mut entries = self.lock();
+        loop {
+            let key: i32 = rand::random();
+            if let std::collections::hash_map::Entry::Vacant(v) = entries.entry(key) {
+                v.insert((pid, target));
+                return key;
+            }
+        }
     }
 
     /// Points an existing session at a new server connection.
-    pub fn update(&self, pid: i32, target: CancelTarget) {
-        if let Some(entry) = self.lock().get_mut(&pid) {
+    pub fn update(&self, key: i32, target: CancelTarget) {
+        if let Some(entry) = self.lock().get_mut(&key) {
             entry.1 = target;
         }
     }
 
     /// The server process a session's cancels currently go to.
-    pub fn lookup_pid(&self, pid: i32) -> Option<i32> {
-        self.lock().get(&pid).map(|(_, t)| t.pid)
+    pub fn lookup_pid(&self, key: i32) -> Option<i32> {
+        self.lock().get(&key).map(|(_, t)| t.pid)
     }
 
-    pub fn remove(&self, pid: i32) {
-        self.lock().remove(&pid);
+    pub fn remove(&self, key: i32) {
+        self.lock().remove(&key);
     }
 
-    /// The target for a CancelRequest, only if the secret matches: a wrong key
-    /// does nothing, as in Postgres.
+    /// The target for a CancelRequest, only if both pid and secret match: a
+    /// wrong key does nothing, as in Postgres.
     pub fn lookup(&self, pid: i32, key: i32) -> Option<CancelTarget> {
         self.lock()
-            .get(&pid)
-            .filter(|(k, _)| *k == key)
+            .get(&key)
+            .filter(|(p, _)| *p == pid)
             .map(|(_, t)| t.clone())
     }
 
@@ -80,14 +93,27 @@ mod tests {
     }
 
     #[test]
-    fn wrong_key_finds_nothing() {
+    fn wrong_keys_find_nothing() {
         let r = CancelRegistry::default();
-        r.register(1, 42, target(100));
-        assert!(r.lookup(1, 41).is_none());
-        assert_eq!(r.lookup(1, 42).unwrap().pid, 100);
-        r.update(1, target(200));
-        assert_eq!(r.lookup(1, 42).unwrap().pid, 200);
-        r.remove(1);
-        assert!(r.lookup(1, 42).is_none());
+        let key = r.register(1, target(100));
+        assert!(r.lookup(1, key.wrapping_add(1)).is_none());
+        assert!(r.lookup(2, key).is_none());
+        assert_eq!(r.lookup(1, key).unwrap().pid, 100);
+        r.update(key, target(200));
+        assert_eq!(r.lookup(1, key).unwrap().pid, 200);
+        r.remove(key);
+        assert!(r.lookup(1, key).is_none());
+    }
+
+    #[test]
+    fn two_sessions_with_one_pid_keep_their_own_targets() {
+        let r = CancelRegistry::default();
+        let a = r.register(7, target(100));
+        let b = r.register(7, target(200));
+        assert_ne!(a, b);
+        assert_eq!(r.lookup(7, a).unwrap().pid, 100);
+        assert_eq!(r.lookup(7, b).unwrap().pid, 200);
+        r.remove(a);
+        assert_eq!(r.lookup(7, b).unwrap().pid, 200);
     }
 }

@@ -356,9 +356,9 @@ impl Relay {
             self.to_client.push(m);
         }
         self.backend = staged.backend;
-        self.server_pid = staged.pid;
+        let old_pid = std::mem::replace(&mut self.server_pid, staged.pid);
         ctx.shared.cancel.update(
-            ctx.client_pid,
+            ctx.cancel_key,
             CancelTarget {
                 backend: self.backend.clone(),
                 pid: staged.pid,
@@ -392,6 +392,7 @@ impl Relay {
             }
         };
         let gate = ctx.shared.move_gate.clone();
+        let client_pid = self.client_pid;
         tokio::spawn(async move {
             // The old server's exit is Postgres work like a pre-staging's
             // login: it waits for the cutover in progress, not beside it
@@ -401,7 +402,7 @@ impl Relay {
                 .ok();
             let _ = old_w.write_all(b"X\0\0\0\x04").await;
             let _ = old_w.flush().await;
-            drain_notifications(old_r, old_buf, late, gate).await;
+            drain_notifications(old_r, old_buf, late, gate, (old_pid, client_pid)).await;
         });
     }
 }
@@ -415,14 +416,18 @@ async fn drain_notifications(
     mut buf: BytesMut,
     late: tokio::sync::mpsc::UnboundedSender<Bytes>,
     mut gate: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
+    (old_pid, client_pid): (i32, i32),
 ) {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(2);
     loop {
         while let Ok(Some((frame, _))) = crate::protocol::codec::split_message(&buf, |_| 1 << 20) {
-            let msg = buf.split_to(frame.total).freeze();
-            if frame.tag == b'A' && late.send(msg).is_err() {
-                return;
+            let mut msg = buf.split_to(frame.total);
+            if frame.tag == b'A' {
+                crate::protocol::backend::rename_notifier(&mut msg, old_pid, client_pid);
+                if late.send(msg.freeze()).is_err() {
+                    return;
+                }
             }
         }
         let until = match gate {

@@ -148,9 +148,34 @@ pub fn backend_key_data(body: &[u8]) -> Option<(i32, i32)> {
     Some((pid, key))
 }
 
+/// Gives a NotificationResponse (whole message, header included) sent by
+/// server process `from` the pid `to` instead: a session's own
+/// notifications must carry the pid its client was told, whichever server
+/// it is on now. Others' notifications are left alone.
+pub fn rename_notifier(msg: &mut [u8], from: i32, to: i32) {
+    if from == to || msg.len() < 9 || msg[0] != b'A' {
+        return;
+    }
+    if msg[5..9] == from.to_be_bytes() {
+        msg[5..9].copy_from_slice(&to.to_be_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renames_only_the_sessions_own_notifications() {
+        let mut own = b"A\0\0\0\x0e\0\0\0\x07ch\0p\0".to_vec();
+        rename_notifier(&mut own, 7, 42);
+        assert_eq!(&own[5..9], &42i32.to_be_bytes());
+        let mut other = b"A\0\0\0\x0e\0\0\0\x08ch\0p\0".to_vec();
+        rename_notifier(&mut other, 7, 42);
+        assert_eq!(&other[5..9], &8i32.to_be_bytes());
+        let mut short = b"A\0\0".to_vec();
+        rename_notifier(&mut short, 7, 42);
+    }
 
     #[test]
     fn reads_error_fields() {

@@ -5,7 +5,7 @@
 
 use super::command::is_command;
 use super::relay::Relay;
-use crate::protocol::backend::{error_fields, BackendTag};
+use crate::protocol::backend::{error_fields, rename_notifier, BackendTag};
 use crate::protocol::codec::{peek_frame, FrameError, HEADER_LEN};
 use crate::protocol::frontend::FrontendTag;
 use bytes::BytesMut;
@@ -129,6 +129,15 @@ impl Relay {
                 let tag = BackendTag::from_byte(frame.tag);
                 let have = inbox.buf.len() - end;
                 if have >= frame.total {
+                    if tag == BackendTag::NotificationResponse {
+                        // After a move the session's own notifications come
+                        // from a backend whose pid the client never saw.
+                        rename_notifier(
+                            &mut inbox.buf[end..end + frame.total],
+                            self.server_pid,
+                            self.client_pid,
+                        );
+                    }
                     let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
                     self.tracker.on_backend(tag, body);
                     self.ledger.on_backend(tag, body);
@@ -169,6 +178,9 @@ fn client_needs_body(tag: FrontendTag) -> bool {
 fn server_needs_body(tag: BackendTag) -> bool {
     matches!(
         tag,
-        BackendTag::ReadyForQuery | BackendTag::ParameterStatus | BackendTag::ErrorResponse
+        BackendTag::ReadyForQuery
+            | BackendTag::ParameterStatus
+            | BackendTag::ErrorResponse
+            | BackendTag::NotificationResponse
     )
 }

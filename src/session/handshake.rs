@@ -14,10 +14,9 @@ use tokio::net::TcpStream;
 
 /// What a client opened with.
 pub enum Opening {
-    Cancel {
-        pid: i32,
-        key: i32,
-    },
+    /// The stream stays open until the cancel has been handled: clients
+    /// (libpq's PQcancel) take its close to mean exactly that.
+    Cancel { stream: Stream, pid: i32, key: i32 },
     Startup {
         stream: Stream,
         version: i32,
@@ -80,7 +79,7 @@ pub async fn accept(
                     return Err((e.into(), None));
                 }
             }
-            StartupPacket::Cancel { pid, key } => return Ok(Opening::Cancel { pid, key }),
+            StartupPacket::Cancel { pid, key } => return Ok(Opening::Cancel { stream, pid, key }),
             StartupPacket::Startup { version, params } => {
                 return Ok(Opening::Startup {
                     stream,

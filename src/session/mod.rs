@@ -63,7 +63,7 @@ pub async fn serve(
     );
     async move {
         Stats::bump(&shared.stats.sessions_total);
-        let opened = tokio::time::timeout(AUTH_TIMEOUT, open(&shared, tcp, id, refuse_full)).await;
+        let opened = tokio::time::timeout(AUTH_TIMEOUT, open(&shared, tcp, refuse_full)).await;
         let opened = match opened {
             Ok(Some(o)) => o,
             Ok(None) => return,
@@ -102,6 +102,7 @@ enum Opened {
 
 struct ProxySession {
     client_pid: i32,
+    client_key: i32,
     user: String,
     database: String,
     application_name: String,
@@ -109,10 +110,18 @@ struct ProxySession {
 }
 
 /// Handshake, client auth, server login. `None` when the session ended here.
-async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) -> Option<Opened> {
+async fn open(shared: &Arc<Shared>, tcp: TcpStream, refuse_full: bool) -> Option<Opened> {
     let (mut stream, version, params) = match handshake::accept(tcp, shared).await {
-        Ok(Opening::Cancel { pid, key }) => {
+        Ok(Opening::Cancel {
+            mut stream,
+            pid,
+            key,
+        }) => {
+            // Closed only once the server has closed the forwarded cancel's
+            // connection: a driver that sends its next query on our close
+            // must not have it killed by a cancel still on its way.
             forward_cancel(shared, pid, key).await;
+            let _ = stream.shutdown().await;
             return None;
         }
         Ok(Opening::Startup {
@@ -126,7 +135,15 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
                 Stats::bump(&shared.stats.protocol_errors);
                 warn!(error = %e, "bad startup");
             }
-            if let (Some(mut s), HandshakeError::Startup(err)) = (stream, &e) {
+            // A bad length gets no reply, as from Postgres (COMMERROR): it is
+            // what a client that closes at once (Terminate before any
+            // startup) or a stranger probing the port sends, and a reply
+            // would only be read as an error by the former.
+            let silent = matches!(
+                &e,
+                HandshakeError::Startup(startup::StartupError::BadLength(_))
+            );
+            if let (Some(mut s), HandshakeError::Startup(err), false) = (stream, &e, silent) {
                 let code = match err {
                     startup::StartupError::UnsupportedVersion { .. } => {
                         SqlState::FEATURE_NOT_SUPPORTED.code()
@@ -191,7 +208,7 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
     if let Err(e) =
         client_auth::authenticate(&mut stream, shared, config.auth, &user, &mut out).await
     {
-        warn!(error = %e, "client authentication failed");
+        warn!(error = %e, detail = e.detail(), "client authentication failed");
         fatal(&mut stream, e.sqlstate(), &e.to_string()).await;
         return None;
     }
@@ -237,10 +254,20 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
         }
     };
 
-    // The client sees the server's startup parameters, pgbaton's own key
-    // (never the server's), and the server's first ReadyForQuery.
-    let client_pid = (id % i32::MAX as u64) as i32;
-    let client_key: i32 = rand::random();
+    // The client sees the server's startup parameters, the real pid of its
+    // first server backend (so pg_backend_pid(), its own notifications and
+    // pg_terminate_backend agree), pgbaton's own secret (never the
+    // server's: the secret is what routes a cancel), and the server's first
+    // ReadyForQuery.
+    let client_pid = server.pid;
+    let client_key = shared.cancel.register(
+        client_pid,
+        CancelTarget {
+            backend: backend.clone(),
+            pid: server.pid,
+            key: server.key,
+        },
+    );
     for notice in &server.notices {
         out.extend_from_slice(notice);
     }
@@ -250,17 +277,9 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
     write::backend_key_data(&mut out, client_pid, client_key);
     write::ready_for_query(&mut out, b'I');
     if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+        shared.cancel.remove(client_key);
         return None;
     }
-    shared.cancel.register(
-        client_pid,
-        client_key,
-        CancelTarget {
-            backend: backend.clone(),
-            pid: server.pid,
-            key: server.key,
-        },
-    );
     info!(server.pid = server.pid, "session started");
     let application_name = startup::param(&params, "application_name")
         .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -269,6 +288,7 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, id: u64, refuse_full: bool) 
     let relay = Relay::new(stream, server, ledger, config.max_message_size);
     Some(Opened::Proxy(Box::new(ProxySession {
         client_pid,
+        client_key,
         user,
         database: db,
         application_name,
@@ -287,7 +307,7 @@ async fn run(
         backend: shared.config().default_backend().name.clone(),
         backend_pid: shared
             .cancel
-            .lookup_pid(session.client_pid)
+            .lookup_pid(session.client_key)
             .unwrap_or_default(),
         state: SessionState::Idle,
         tx_status: 'I',
@@ -310,10 +330,11 @@ async fn run(
         id,
         user: entry.user.clone(),
         client_pid: session.client_pid,
+        cancel_key: session.client_key,
     });
     session.relay.entry = Some(entry);
     let end = session.relay.run(&mut shutdown).await;
-    shared.cancel.remove(session.client_pid);
+    shared.cancel.remove(session.client_key);
     if let RelayEnd::ClientProtocolError(_) = end {
         Stats::bump(&shared.stats.protocol_errors);
     }

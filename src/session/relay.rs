@@ -108,6 +108,9 @@ pub struct Relay {
     /// The server the session is on now.
     pub backend: Backend,
     pub server_pid: i32,
+    /// The pid the client was told (its first server's); the session's own
+    /// notifications carry it after a move too.
+    pub(crate) client_pid: i32,
     pub(crate) moving: Option<Move>,
     /// A Query or Parse holding a command comment, not forwarded (yet).
     pub(crate) held: Option<Bytes>,
@@ -151,7 +154,10 @@ pub struct RelayCtx {
     pub id: u64,
     /// The user the client logged in as (startup `user`).
     pub user: String,
+    /// The pid the client was told: its first server backend's.
     pub client_pid: i32,
+    /// The secret of its BackendKeyData, under which cancels are routed.
+    pub cancel_key: i32,
 }
 
 /// Terminate, as sent to a server when pgbaton ends its session.
@@ -205,6 +211,7 @@ impl Relay {
             ctx: None,
             backend,
             server_pid,
+            client_pid: server_pid,
             moving: None,
             held: None,
             reframe: false,

@@ -102,3 +102,38 @@ async fn wrong_keys_do_nothing() {
     );
     assert!(msgs.iter().any(|m| m.tag == b'D'));
 }
+
+/// Sends a CancelRequest as libpq's PQcancel does, and returns once the
+/// connection is closed (which PQcancel takes to mean "handled").
+async fn cancel_like_libpq(proxy: &TestProxy, pid: i32, secret: i32) {
+    let mut c = Raw::connect(proxy.addr).await;
+    let mut pkt = 16i32.to_be_bytes().to_vec();
+    pkt.extend_from_slice(&80877102i32.to_be_bytes());
+    pkt.extend_from_slice(&pid.to_be_bytes());
+    pkt.extend_from_slice(&secret.to_be_bytes());
+    c.send(&pkt).await;
+    assert!(c.until_closed().await.is_empty(), "a cancel gets no answer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_is_closed_only_once_it_has_happened() {
+    let servers = start_servers(1).await;
+    let proxy = TestProxy::trust(&[&servers[0]]).await;
+    let (mut raw, startup) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
+    let key = startup.iter().find(|m| m.tag == b'K').unwrap();
+    let pid = i32::from_be_bytes(key.body[..4].try_into().unwrap());
+    let secret = i32::from_be_bytes(key.body[4..8].try_into().unwrap());
+    // A cancel sent when nothing runs, then at once the next query: the
+    // cancel must have been dealt with before its socket closed, or it
+    // lands on the next query (which it did 30 times out of 30).
+    for round in 0..10 {
+        cancel_like_libpq(&proxy, pid, secret).await;
+        let msgs = raw.query("SELECT pg_sleep(0.2)").await;
+        let error = msgs.iter().find(|m| m.tag == b'E');
+        assert!(
+            error.is_none(),
+            "round {round}: the next query was killed: {:?}",
+            error.and_then(|e| e.message())
+        );
+    }
+}

@@ -115,7 +115,7 @@ async fn replication_connections_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_get_pgbatons_key_not_the_servers() {
+async fn clients_learn_the_real_pid_of_their_server_backend() {
     let servers = start_servers(1).await;
     let proxy = TestProxy::trust(&[&servers[0]]).await;
     let (mut raw, startup) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
@@ -127,7 +127,79 @@ async fn clients_get_pgbatons_key_not_the_servers() {
     let server_pid: i32 = show(&raw.query("SELECT pg_backend_pid()").await)
         .parse()
         .unwrap();
-    assert_ne!(client_pid, server_pid);
+    assert_eq!(
+        client_pid, server_pid,
+        "BackendKeyData names the real backend"
+    );
+
+    // A notification the session sends itself carries that same pid, which
+    // is how drivers tell their own notifications apart.
+    raw.query("LISTEN me").await;
+    let msgs = raw.query("NOTIFY me, 'hello'").await;
+    let a = msgs.iter().find(|m| m.tag == b'A').expect("a notification");
+    assert_eq!(
+        i32::from_be_bytes(a.body[..4].try_into().unwrap()),
+        client_pid
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_startup_parameter_is_refused() {
+    let servers = start_servers(1).await;
+    servers[0].psql("postgres", "CREATE ROLE app LOGIN");
+    let proxy = TestProxy::trust(&[&servers[0]]).await;
+    // What Postgres would do with this packet is take the last `user`; an
+    // authenticator that read the first would log the client in as another.
+    for params in [
+        &[
+            ("user", "app"),
+            ("database", "postgres"),
+            ("user", "postgres"),
+        ][..],
+        &[
+            ("user", "app"),
+            ("options", "-c work_mem=1MB"),
+            ("options", ""),
+        ][..],
+    ] {
+        let mut raw = Raw::connect(proxy.addr).await;
+        raw.send_startup(params).await;
+        let msgs = raw.until_closed().await;
+        assert_eq!(msgs.len(), 1, "one FATAL, then close: {msgs:?}");
+        assert_eq!(msgs[0].code().as_deref(), Some("08P01"));
+        assert_eq!(msgs[0].field(b'V').as_deref(), Some("FATAL"));
+        assert!(
+            msgs[0].message().unwrap().contains("repeats the parameter"),
+            "{:?}",
+            msgs[0].message()
+        );
+    }
+    // The same user once is fine, and is who the server sees.
+    let (mut raw, _) = Raw::login(proxy.addr, &[("user", "app"), ("database", "postgres")]).await;
+    assert_eq!(show(&raw.query("SELECT current_user::text").await), "app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_startup_length_closes_without_a_reply() {
+    let servers = start_servers(1).await;
+    let proxy = TestProxy::trust(&[&servers[0]]).await;
+    // A Terminate sent before any startup: its tag and length read as a
+    // length of 1476395008, which Postgres closes on without a word.
+    let mut raw = Raw::connect(proxy.addr).await;
+    raw.send(b"X\0\0\0\x04").await;
+    assert!(
+        raw.until_closed().await.is_empty(),
+        "no reply to a bad length"
+    );
+    // Too short to be a startup packet at all.
+    let mut raw = Raw::connect(proxy.addr).await;
+    raw.send(&[0, 0, 0, 4]).await;
+    assert!(
+        raw.until_closed().await.is_empty(),
+        "no reply to a bad length"
+    );
+    let client = proxy.connect("postgres", "postgres").await;
+    client.simple_query("SELECT 1").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
