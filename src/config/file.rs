@@ -13,6 +13,7 @@ pub struct RawConfig {
     pub shutdown_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub max_message_size: Option<usize>,
+    pub max_client_memory: Option<usize>,
     pub log_format: Option<String>,
     pub migration_wait: Option<String>,
     pub drain_on_timeout: Option<String>,

@@ -128,8 +128,12 @@ pub struct Config {
     pub users: Vec<User>,
     pub shutdown_timeout: Duration,
     pub connect_timeout: Duration,
-    /// Largest client message body accepted (Query, Parse, Bind, CopyData).
+    /// Largest Query or Parse accepted: pgbaton holds these whole. Other
+    /// messages stream through and keep Postgres' own limit.
     pub max_message_size: usize,
+    /// Bytes of client messages held at once across all sessions (beyond a
+    /// small allowance each); a session that would exceed it is closed 53200.
+    pub max_client_memory: usize,
     pub log_format: LogFormat,
     /// How long a move waits for a safe point unless told otherwise.
     pub migration_wait: Duration,

@@ -8,6 +8,13 @@ use thiserror::Error;
 
 /// Busy polling's window unless configured: long enough to cover a
 /// relayed round trip of a small query on a shared machine.
+/// Largest Query or Parse by default: far above what drivers send (ORMs'
+/// largest multi-row INSERTs are a few MB), far below Postgres' 1 GiB, which
+/// pgbaton would have to hold whole for each such client.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// Client bytes held across all sessions by default: eight clients at once
+/// at the largest message.
+pub const DEFAULT_MAX_CLIENT_MEMORY: usize = 512 << 20;
 const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
 /// Shorter windows would not cover even a quick reply.
 const MIN_BUSY_POLL: Duration = Duration::from_micros(10);
@@ -136,11 +143,19 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         }
     };
 
-    let max_message_size = raw
-        .max_message_size
-        .unwrap_or(crate::protocol::codec::PG_LARGE_MESSAGE_LIMIT);
-    if max_message_size < 1024 {
-        return Err(invalid("max_message_size", "must be at least 1024 bytes"));
+    let max_message_size = raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
+    if !(1024..=crate::protocol::codec::PG_LARGE_MESSAGE_LIMIT).contains(&max_message_size) {
+        return Err(invalid(
+            "max_message_size",
+            "must be from 1024 bytes to 1073741823 (Postgres' own limit)",
+        ));
+    }
+    let max_client_memory = raw.max_client_memory.unwrap_or(DEFAULT_MAX_CLIENT_MEMORY);
+    if max_client_memory < max_message_size {
+        return Err(invalid(
+            "max_client_memory",
+            "must be at least max_message_size, or no client could send its largest message",
+        ));
     }
 
     let log_format = match raw.log_format.as_deref().unwrap_or("text") {
@@ -223,6 +238,7 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         shutdown_timeout,
         connect_timeout,
         max_message_size,
+        max_client_memory,
         log_format,
         migration_wait,
         drain_on_timeout,

@@ -51,13 +51,15 @@ impl FrontendTag {
     /// large limit: the server, not pgbaton, decides whether it knows them.
     pub fn body_limit(self, configured_max: usize) -> usize {
         match self {
-            FrontendTag::Query
-            | FrontendTag::Parse
-            | FrontendTag::Bind
+            // Held whole by pgbaton (the ledger and the command parser
+            // read their text): bounded by the configured maximum.
+            FrontendTag::Query | FrontendTag::Parse => configured_max.min(PG_LARGE_MESSAGE_LIMIT),
+            // Streamed through in pieces: Postgres' own limit.
+            FrontendTag::Bind
             | FrontendTag::FunctionCall
             | FrontendTag::CopyData
             | FrontendTag::AuthResponse
-            | FrontendTag::Unknown(_) => configured_max.min(PG_LARGE_MESSAGE_LIMIT),
+            | FrontendTag::Unknown(_) => PG_LARGE_MESSAGE_LIMIT,
             _ => PG_SMALL_MESSAGE_LIMIT,
         }
     }
@@ -121,6 +123,10 @@ mod tests {
             PG_SMALL_MESSAGE_LIMIT
         );
         assert_eq!(FrontendTag::Query.body_limit(1000), 1000);
+        assert_eq!(
+            FrontendTag::CopyData.body_limit(1000),
+            PG_LARGE_MESSAGE_LIMIT
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::config::{Backend, Config};
 use crate::migration::history::History;
 use crate::migration::identity::Identity;
 use crate::net::tls::{self, TlsError};
+use crate::session::budget::MemoryBudget;
 use crate::session::registry::SessionRegistry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,9 @@ pub struct Shared {
     pub secrets: HashMap<String, StoredSecret>,
     /// Salts the mock secrets of unknown users (see `StoredSecret::mock`).
     pub mock_nonce: [u8; 32],
+    /// Client bytes held across sessions (`max_client_memory`, fixed at
+    /// start).
+    pub client_memory: Arc<MemoryBudget>,
     pub cancel: CancelRegistry,
     pub sessions: SessionRegistry,
     pub stats: Stats,
@@ -100,7 +104,9 @@ impl Shared {
                 Some((u.name.clone(), secret))
             })
             .collect();
+        let client_memory = MemoryBudget::new(config.max_client_memory);
         Ok(Shared {
+            client_memory,
             config: RwLock::new(Arc::new(config)),
             tls_acceptor,
             connectors: RwLock::new(connectors),

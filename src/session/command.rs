@@ -107,6 +107,9 @@ impl Relay {
     /// the client has been answered, so replies stay in order.
     pub(crate) fn process_held(&mut self) {
         let Some(msg) = self.held.clone() else { return };
+        if let Some(r) = self.held_refusal.take() {
+            return self.reply_error(r.code, &r.message);
+        }
         let parse = self.held_is_parse();
         let text = command_text(&msg);
         let parsed = match parse_command(text) {

@@ -17,6 +17,23 @@ impl Relay {
         let inbox = &mut self.client_in;
         let mut terminate = false;
         loop {
+            inbox.partial = None;
+            if inbox.skipping > 0 {
+                // A refused message: dropped as it arrives, then answered
+                // in its turn (see `Relay::make_room_for_client`).
+                let n = inbox.skipping.min(inbox.buf.len());
+                let _ = inbox.buf.split_to(n);
+                inbox.skipping -= n;
+                if inbox.skipping > 0 {
+                    return Ok(terminate);
+                }
+                if let Some(r) = &self.held_refusal {
+                    self.held = Some(bytes::Bytes::copy_from_slice(&[r.tag, 0, 0, 0, 4]));
+                    self.reframe = true;
+                    return Ok(terminate);
+                }
+                continue;
+            }
             if inbox.streaming > 0 {
                 let n = inbox.streaming.min(inbox.buf.len());
                 if n == 0 {
@@ -68,7 +85,11 @@ impl Relay {
                         break;
                     }
                 } else if client_needs_body(tag) || self.discard_until_sync {
-                    inbox.buf.reserve(frame.total - have);
+                    // Read on as bytes arrive, never reserved up front from
+                    // the header: a length is only a claim (the relay's
+                    // read loop grows the buffer and charges the memory
+                    // budget for it).
+                    inbox.partial = Some((frame.tag, frame.total));
                     break;
                 } else {
                     self.tracker.on_frontend(tag);

@@ -5,6 +5,7 @@
 //! server halves, so the connection can be replaced at a safe point: that is
 //! what a migration does.
 
+pub mod budget;
 pub mod check;
 pub mod client_auth;
 pub mod command;
@@ -333,6 +334,7 @@ async fn run(
         cancel_key: session.client_key,
     });
     session.relay.entry = Some(entry);
+    session.relay.client_charge = budget::Charge::new(shared.client_memory.clone());
     let end = session.relay.run(&mut shutdown).await;
     shared.cancel.remove(session.client_key);
     if let RelayEnd::ClientProtocolError(_) = end {

@@ -11,6 +11,7 @@
 //! whole. So the hot path costs one read and one write per batch, and no
 //! per-message allocation or copy.
 
+use super::budget::{Charge, FREE_PER_SESSION};
 use super::control::recv_control;
 use super::outbox::Outbox;
 use super::registry::{CheckError, CheckReport, Control, SessionEntry, SessionState};
@@ -53,6 +54,8 @@ pub enum RelayEnd {
     Shutdown,
     /// A socket error on either side.
     Io(String),
+    /// The client's buffered message would exceed `max_client_memory`.
+    OverBudget,
 }
 
 /// One direction's unread bytes plus the remainder of a message that is
@@ -62,14 +65,32 @@ pub(crate) struct Inbox {
     pub(crate) buf: BytesMut,
     /// Bytes of the current message still to pass through unread.
     pub(crate) streaming: usize,
+    /// Bytes of a refused message still to drop as they arrive.
+    pub(crate) skipping: usize,
+    /// The message at the start of `buf` that is held whole and has not all
+    /// arrived yet: its tag and whole length.
+    pub(crate) partial: Option<(u8, usize)>,
 }
 
 impl Inbox {
+    fn needs_room(&self) -> bool {
+        self.buf.capacity() - self.buf.len() < READ_CHUNK / 4
+    }
+
     fn reserve(&mut self) {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+        if self.needs_room() {
             self.buf.reserve(READ_CHUNK);
         }
     }
+}
+
+/// A client message pgbaton answers with an error in place of the server.
+pub(crate) struct Refusal {
+    /// Query or Parse: how the error is followed (ReadyForQuery, or the rest
+    /// of the batch dropped up to Sync).
+    pub(crate) tag: u8,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 /// Everything the relay needs; the session owns it and gets it back when a
@@ -87,6 +108,8 @@ pub struct Relay {
     /// Where the live snapshot of this session is published.
     pub entry: Option<Arc<SessionEntry>>,
     pub(crate) client_in: Inbox,
+    /// This session's share of `max_client_memory`, for `client_in`.
+    pub(crate) client_charge: Charge,
     pub(crate) server_in: Inbox,
     pub(crate) to_server: Outbox,
     pub(crate) to_client: Outbox,
@@ -114,6 +137,10 @@ pub struct Relay {
     pub(crate) moving: Option<Move>,
     /// A Query or Parse holding a command comment, not forwarded (yet).
     pub(crate) held: Option<Bytes>,
+    /// A message refused without being read (it did not fit in memory):
+    /// answered like a held command once it has been skipped and
+    /// everything before it answered.
+    pub(crate) held_refusal: Option<Refusal>,
     /// After a refused command in a Parse: drop the client's batch up to its
     /// Sync and answer that Sync, as Postgres does after an error.
     pub(crate) discard_until_sync: bool,
@@ -192,9 +219,10 @@ impl Relay {
             ledger,
             max_message_size,
             client_in: Inbox::default(),
+            client_charge: Charge::default(),
             server_in: Inbox {
                 buf: server_leftover,
-                streaming: 0,
+                ..Inbox::default()
             },
             to_server: Outbox::default(),
             to_client: Outbox::default(),
@@ -214,6 +242,7 @@ impl Relay {
             client_pid: server_pid,
             moving: None,
             held: None,
+            held_refusal: None,
             reframe: false,
             discard_until_sync: false,
             cutover_turn: None,
@@ -291,7 +320,9 @@ impl Relay {
                     return self.flow.end.clone();
                 }
             }
-            self.client_in.reserve();
+            if !self.make_room_for_client() {
+                continue;
+            }
             self.server_in.reserve();
             let running = self.flow.phase == Phase::Running;
             let server_open = self.flow.server_open;
@@ -454,6 +485,77 @@ impl Relay {
         self.report(SqlState::CONNECTION_FAILURE.code(), message);
         self.flow.server_open = false;
         self.close(end);
+    }
+
+    /// Room for the next client read, charged to the proxy-wide budget
+    /// first. False when the budget is spent: the client is told so and
+    /// the session closes (its partial message never reached the server).
+    fn make_room_for_client(&mut self) -> bool {
+        let inbox = &mut self.client_in;
+        if inbox.buf.capacity() > FREE_PER_SESSION
+            && inbox.partial.is_none()
+            && inbox.buf.len() < READ_CHUNK
+        {
+            // A large message has gone on: give its allocation back (the
+            // remainder shares it, and would keep it alive for the whole
+            // session) and the charge with it.
+            inbox.buf = BytesMut::from(&inbox.buf[..]);
+            let _ = self.client_charge.hold(inbox.buf.capacity());
+        }
+        if !self.flow.client_open || !inbox.needs_room() {
+            return true;
+        }
+        // Charged for the most the buffer may grow to (BytesMut may double
+        // its allocation), then for what it did allocate.
+        let worst = inbox.buf.capacity() * 2 + READ_CHUNK;
+        let charged = self.client_charge.hold(worst).and_then(|()| {
+            inbox.reserve();
+            self.client_charge.hold(inbox.buf.capacity())
+        });
+        let Err(e) = charged else { return true };
+        let message = format!(
+            "pgbaton: out of memory for client messages: {} MiB are held for all clients, and max_client_memory is {} MiB",
+            e.used >> 20,
+            e.limit >> 20
+        );
+        if let Some((tag, total)) = inbox.partial.take() {
+            // Only the message that does not fit is refused: it is dropped
+            // as it arrives and answered with an ERROR in its turn, as if
+            // the server had refused it; the session goes on.
+            tracing::warn!(
+                bytes = total,
+                used = e.used,
+                limit = e.limit,
+                "client memory budget spent; refusing one message"
+            );
+            inbox.skipping = total - inbox.buf.len();
+            inbox.buf = BytesMut::new();
+            let _ = self.client_charge.hold(0);
+            if !self.discard_until_sync {
+                self.held_refusal = Some(Refusal {
+                    tag,
+                    code: SqlState::OUT_OF_MEMORY.code(),
+                    message,
+                });
+            }
+            return true;
+        }
+        inbox.buf = BytesMut::new();
+        inbox.streaming = 0;
+        let _ = self.client_charge.hold(0);
+        self.flow.client_open = false;
+        tracing::warn!(
+            wanted = e.wanted,
+            used = e.used,
+            limit = e.limit,
+            "client memory budget spent; closing the session"
+        );
+        self.close_with_fatal(
+            SqlState::OUT_OF_MEMORY.code(),
+            &message,
+            RelayEnd::OverBudget,
+        );
+        false
     }
 
     /// What framing the client's bytes means for the session.
