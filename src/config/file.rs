@@ -8,6 +8,8 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub listen: Option<String>,
     pub max_clients: Option<usize>,
+    pub max_startup_clients: Option<usize>,
+    pub admin_reserved_clients: Option<usize>,
     pub auth: Option<String>,
     pub admin_users: Option<Vec<String>>,
     pub shutdown_timeout: Option<String>,

@@ -119,7 +119,13 @@ pub struct TlsFiles {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Authenticated clients at once (admin console sessions included).
     pub max_clients: usize,
+    /// Clients still starting up (before authentication) at once; the
+    /// oldest gives way to a newcomer.
+    pub max_startup_clients: usize,
+    /// Of `max_clients`, the slots only admin users may take.
+    pub admin_reserved_clients: usize,
     pub auth: ClientAuth,
     pub admin_users: Vec<String>,
     pub tls: Option<TlsFiles>,

@@ -119,6 +119,23 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
     if max_clients == 0 {
         return Err(invalid("max_clients", "must be at least 1"));
     }
+    let max_startup_clients = raw.max_startup_clients.unwrap_or(100);
+    if max_startup_clients == 0 {
+        return Err(invalid("max_startup_clients", "must be at least 1"));
+    }
+    // Kept only when there are admin users to use them (3 by default, as
+    // Postgres' superuser_reserved_connections; never all of max_clients).
+    let admin_reserved_clients = match raw.admin_reserved_clients {
+        Some(n) if n >= max_clients => {
+            return Err(invalid(
+                "admin_reserved_clients",
+                "must be less than max_clients",
+            ))
+        }
+        Some(n) => n,
+        None if raw.admin_users.as_ref().is_some_and(|a| !a.is_empty()) => 3.min(max_clients - 1),
+        None => 0,
+    };
 
     let duration = |key: &str, v: &Option<String>, default: u64| match v {
         None => Ok(Duration::from_secs(default)),
@@ -230,6 +247,8 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
     Ok(Config {
         listen,
         max_clients,
+        max_startup_clients,
+        admin_reserved_clients,
         auth,
         admin_users,
         tls,

@@ -1,6 +1,7 @@
 //! The proxy: binds the listener, accepts clients, spawns one session task
 //! each, caps their number, and runs the graceful shutdown.
 
+pub mod admission;
 pub mod runtime;
 pub mod shared;
 
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -87,8 +88,8 @@ impl Proxy {
     /// Serves until shut down through a [`ProxyHandle`], then waits for the
     /// sessions to end.
     pub async fn run(self) {
-        let max = self.shared.config().max_clients;
-        let slots = Arc::new(Semaphore::new(max));
+        // Every session task holds a sender: all dropped means all ended.
+        let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
         let mut shutdown = self.shutdown_tx.subscribe();
         info!(listen = %self.local_addr(), "pgbaton accepting connections");
         // A new client ends a spin too, so it is accepted without delay.
@@ -106,13 +107,18 @@ impl Proxy {
                         }
                     };
                     busy_poll::watch(&tcp);
-                    let permit = slots.clone().try_acquire_owned().ok();
-                    let refuse = permit.is_none();
+                    // Taken here, in the order clients came, so the one
+                    // that gives way is truly the oldest.
+                    let ticket = self
+                        .shared
+                        .admission
+                        .start(self.shared.config().max_startup_clients);
                     let shared = self.shared.clone();
                     let rx = self.shutdown_tx.subscribe();
+                    let alive = alive.clone();
                     tokio::spawn(async move {
-                        crate::session::serve(shared, tcp, peer, rx, refuse).await;
-                        drop(permit);
+                        crate::session::serve(shared, tcp, peer, rx, ticket).await;
+                        drop(alive);
                     });
                 }
                 _ = shutdown.changed() => break,
@@ -120,8 +126,8 @@ impl Proxy {
         }
         drop(self.listener);
         info!("pgbaton stopped accepting; waiting for sessions to finish");
-        // Every session holds a slot; all slots back means all sessions ended.
-        let _ = slots.acquire_many(max as u32).await;
+        drop(alive);
+        let _ = all_ended.recv().await;
         info!("pgbaton stopped");
     }
 }

@@ -2,6 +2,7 @@
 //! client secrets, the cancel registry and counters. Passed down as an `Arc`;
 //! there are no globals, so one process can run several proxies (tests do).
 
+use super::admission::Admission;
 use crate::auth::scram::StoredSecret;
 use crate::cancel::CancelRegistry;
 use crate::config::{Backend, Config};
@@ -43,6 +44,8 @@ pub struct Shared {
     /// Client bytes held across sessions (`max_client_memory`, fixed at
     /// start).
     pub client_memory: Arc<MemoryBudget>,
+    /// Clients starting up and authenticated, against their limits.
+    pub admission: Arc<Admission>,
     pub cancel: CancelRegistry,
     pub sessions: SessionRegistry,
     pub stats: Stats,
@@ -107,6 +110,7 @@ impl Shared {
         let client_memory = MemoryBudget::new(config.max_client_memory);
         Ok(Shared {
             client_memory,
+            admission: Default::default(),
             config: RwLock::new(Arc::new(config)),
             tls_acceptor,
             connectors: RwLock::new(connectors),

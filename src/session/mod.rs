@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::net::Stream;
 use crate::protocol::startup::{self, StartupParam, PROTOCOL_3_0};
 use crate::protocol::write::{self, Report, Severity};
+use crate::proxy::admission::{ClientSlot, StartupTicket};
 use crate::proxy::shared::Stats;
 use crate::proxy::Shared;
 use crate::server::{self, Login, ServerError};
@@ -51,7 +52,7 @@ pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<Option<Instant>>,
-    refuse_full: bool,
+    ticket: StartupTicket,
 ) {
     let id = shared.next_session_id();
     let span = tracing::info_span!(
@@ -64,14 +65,9 @@ pub async fn serve(
     );
     async move {
         Stats::bump(&shared.stats.sessions_total);
-        let opened = tokio::time::timeout(AUTH_TIMEOUT, open(&shared, tcp, refuse_full)).await;
-        let opened = match opened {
-            Ok(Some(o)) => o,
-            Ok(None) => return,
-            Err(_) => {
-                debug!("client did not finish startup in time");
-                return;
-            }
+        // Held for as long as the client is connected.
+        let Some((opened, _slot)) = open(&shared, tcp, ticket).await else {
+            return;
         };
         match opened {
             Opened::Admin { stream, user, out } => {
@@ -110,8 +106,76 @@ struct ProxySession {
     relay: Relay,
 }
 
-/// Handshake, client auth, server login. `None` when the session ended here.
-async fn open(shared: &Arc<Shared>, tcp: TcpStream, refuse_full: bool) -> Option<Opened> {
+/// A client that has authenticated.
+struct Started {
+    stream: Stream,
+    params: Vec<StartupParam>,
+    user: String,
+    db: String,
+    /// AuthenticationOk and what goes with it, not sent yet.
+    out: BytesMut,
+}
+
+/// Startup under its limits (`max_startup_clients`, the authentication
+/// timeout), then a client slot (`max_clients`), then the server login.
+/// `None` when the session ended here.
+async fn open(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    ticket: StartupTicket,
+) -> Option<(Opened, ClientSlot)> {
+    let started = tokio::select! {
+        s = tokio::time::timeout(AUTH_TIMEOUT, start(shared, tcp)) => match s {
+            Ok(Some(s)) => s,
+            Ok(None) => return None,
+            Err(_) => {
+                debug!("client did not finish startup in time");
+                return None;
+            }
+        },
+        _ = ticket.given_way() => {
+            Stats::bump(&shared.stats.sessions_refused);
+            warn!("closing a client still starting up: a newer one needed its place (max_startup_clients)");
+            return None;
+        }
+    };
+    drop(ticket);
+    let Started {
+        mut stream,
+        params,
+        user,
+        db,
+        out,
+    } = started;
+    let config = shared.config();
+    let slot = match shared.admission.admit(
+        config.is_admin(&user),
+        config.max_clients,
+        config.admin_reserved_clients,
+    ) {
+        Ok(slot) => slot,
+        Err(full) => {
+            Stats::bump(&shared.stats.sessions_refused);
+            warn!(
+                max_clients = config.max_clients,
+                "client refused: {}",
+                full.message()
+            );
+            fatal(
+                &mut stream,
+                SqlState::TOO_MANY_CONNECTIONS.code(),
+                full.message(),
+            )
+            .await;
+            return None;
+        }
+    };
+    let opened = login(shared, stream, params, user, db, out).await?;
+    Some((opened, slot))
+}
+
+/// Handshake and client authentication.
+async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Option<Started> {
     let (mut stream, version, params) = match handshake::accept(tcp, shared).await {
         Ok(Opening::Cancel {
             mut stream,
@@ -157,17 +221,6 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, refuse_full: bool) -> Option
         }
     };
     let config = shared.config();
-    if refuse_full {
-        Stats::bump(&shared.stats.sessions_refused);
-        fatal(
-            &mut stream,
-            SqlState::TOO_MANY_CONNECTIONS.code(),
-            "sorry, too many clients already",
-        )
-        .await;
-        return None;
-    }
-
     let mut out = BytesMut::with_capacity(1024);
     negotiate_version(version, &params, &mut out);
 
@@ -213,7 +266,26 @@ async fn open(shared: &Arc<Shared>, tcp: TcpStream, refuse_full: bool) -> Option
         fatal(&mut stream, e.sqlstate(), &e.to_string()).await;
         return None;
     }
+    Some(Started {
+        stream,
+        params,
+        user,
+        db,
+        out,
+    })
+}
 
+/// The admin console, or the login to the default backend.
+async fn login(
+    shared: &Arc<Shared>,
+    mut stream: Stream,
+    params: Vec<StartupParam>,
+    user: String,
+    db: String,
+    mut out: BytesMut,
+) -> Option<Opened> {
+    let config = shared.config();
+    let span = tracing::Span::current();
     if db == crate::admin::DATABASE {
         if !config.is_admin(&user) {
             warn!("admin console refused: not an admin user");

@@ -7,6 +7,7 @@
 mod harness;
 
 mod admin;
+mod admission;
 mod auth;
 mod cancel;
 mod clients;
