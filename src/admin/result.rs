@@ -7,6 +7,8 @@ use thiserror::Error;
 
 pub struct ResultSet {
     pub columns: Vec<&'static str>,
+    /// Type OID per column; text unless set.
+    pub types: Vec<u32>,
     pub rows: Vec<Vec<Option<String>>>,
     pub tag: String,
 }
@@ -14,9 +16,17 @@ pub struct ResultSet {
 impl ResultSet {
     pub fn new(columns: Vec<&'static str>) -> ResultSet {
         ResultSet {
+            types: vec![write::TEXT_OID; columns.len()],
             columns,
             rows: Vec::new(),
             tag: String::new(),
+        }
+    }
+
+    /// Declares `column`'s type (its values are still written as text).
+    pub fn set_type(&mut self, column: &str, oid: u32) {
+        if let Some(i) = self.columns.iter().position(|c| *c == column) {
+            self.types[i] = oid;
         }
     }
 
@@ -26,7 +36,7 @@ impl ResultSet {
     }
 
     pub fn write(&self, out: &mut BytesMut) {
-        write::row_description(out, &self.columns);
+        write::row_description(out, &self.columns, &self.types);
         for r in &self.rows {
             let values: Vec<Option<&str>> = r.iter().map(|v| v.as_deref()).collect();
             write::data_row(out, &values);

@@ -1,8 +1,8 @@
 //! `SHOW MIGRATIONS`: moves, newest last, with pause and total time.
 
 use super::ResultSet;
+use crate::protocol::write::{timestamptz, TIMESTAMPTZ_OID};
 use crate::proxy::Shared;
-use std::time::UNIX_EPOCH;
 
 pub fn run(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(vec![
@@ -12,16 +12,14 @@ pub fn run(shared: &Shared) -> ResultSet {
         "to",
         "status",
         "reason",
+        "check",
         "pause_us",
         "total_us",
         "started_at",
     ]);
+    rs.set_type("started_at", TIMESTAMPTZ_OID);
     for r in shared.history.list() {
-        let started = r
-            .started_at
-            .duration_since(UNIX_EPOCH)
-            .map(|d| format!("{:.3}", d.as_secs_f64()))
-            .unwrap_or_default();
+        let check = r.full_check.map(|full| if full { "full" } else { "light" });
         rs.push(vec![
             Some(r.id.to_string()),
             Some(r.session.to_string()),
@@ -29,9 +27,10 @@ pub fn run(shared: &Shared) -> ResultSet {
             Some(r.to),
             Some(r.status.as_str().to_string()),
             r.reason,
+            check.map(str::to_string),
             r.pause.map(|d| d.as_micros().to_string()),
             r.total.map(|d| d.as_micros().to_string()),
-            Some(started),
+            Some(timestamptz(r.started_at)),
         ]);
     }
     rs

@@ -48,6 +48,13 @@ pub(crate) struct Replies {
     queue: VecDeque<Expect>,
     /// An error arrived since the last ReadyForQuery.
     error: bool,
+    /// The server is skipping the client's messages until its next Sync
+    /// (an error in an extended batch whose Sync was not sent yet): they
+    /// get no reply, so nothing is expected of them.
+    skipping: bool,
+    /// Query and FunctionCall requests the last error made the server
+    /// skip; the tracker takes them back (see `take_skipped_requests`).
+    skipped_requests: u32,
     /// Statement behind the unnamed portal (`None`: the unnamed statement).
     unnamed_portal: Option<String>,
     named_portals: HashMap<String, Option<String>>,
@@ -82,8 +89,29 @@ impl Ledger {
         }
     }
 
+    /// Whether the server skips what the client sends now, up to a Sync
+    /// (Postgres' ignore_till_sync): such messages are never answered.
+    pub fn skipping(&self) -> bool {
+        self.replies.skipping
+    }
+
+    /// Query and FunctionCall requests the server skipped after the last
+    /// error: they will get no ReadyForQuery.
+    pub fn take_skipped_requests(&mut self) -> u32 {
+        std::mem::take(&mut self.replies.skipped_requests)
+    }
+
     /// A complete client message, as it is forwarded.
     pub fn on_frontend(&mut self, tag: FrontendTag, body: &[u8]) {
+        if self.replies.skipping {
+            // Skipped by the server, so no reply and no effect; a Sync
+            // ends the skip and gets its ReadyForQuery.
+            if tag == FrontendTag::Sync {
+                self.replies.skipping = false;
+                self.replies.queue.push_back(Expect::Sync);
+            }
+            return;
+        }
         match tag {
             FrontendTag::Query => {
                 let stmts = query_changes(frontend::query_text(body));
@@ -176,6 +204,9 @@ impl Ledger {
     /// A Bind, possibly only its first bytes (a Bind with large parameters
     /// streams through): the portal and statement names come first.
     pub fn on_bind_prefix(&mut self, body: &[u8]) {
+        if self.replies.skipping {
+            return;
+        }
         let names =
             cstr(body).and_then(|(portal, rest)| cstr(rest).map(|(stmt, _)| (portal, stmt)));
         let stmt_name = |s: &[u8]| if s.is_empty() { None } else { Some(text(s)) };
@@ -280,15 +311,33 @@ impl Ledger {
             }
             BackendTag::ErrorResponse => {
                 self.replies.error = true;
-                // The server skips the rest of the batch up to Sync.
-                while let Some(front) = self.replies.queue.front() {
-                    if front.ends_batch() {
-                        break;
-                    }
-                    if let Some(Expect::ParseUnnamed) = self.replies.queue.pop_front() {
-                        if let Some((buf, _)) = self.unnamed_pending.pop_front() {
-                            self.spare.push(buf);
+                match self.replies.queue.front() {
+                    // A simple query or function call failed, or the commit
+                    // at a Sync: its own ReadyForQuery follows, nothing is
+                    // skipped.
+                    None | Some(Expect::Query { .. } | Expect::FunctionCall | Expect::Sync) => {}
+                    // An extended message failed: the server skips every
+                    // message up to the next Sync, whatever it is.
+                    Some(_) => {
+                        while let Some(front) = self.replies.queue.front() {
+                            if matches!(front, Expect::Sync) {
+                                break;
+                            }
+                            match self.replies.queue.pop_front() {
+                                Some(Expect::ParseUnnamed) => {
+                                    if let Some((buf, _)) = self.unnamed_pending.pop_front() {
+                                        self.spare.push(buf);
+                                    }
+                                }
+                                Some(Expect::Query { .. } | Expect::FunctionCall) => {
+                                    self.replies.skipped_requests += 1;
+                                }
+                                _ => {}
+                            }
                         }
+                        // Its Sync is not sent yet: what comes before it is
+                        // skipped too.
+                        self.replies.skipping = self.replies.queue.is_empty();
                     }
                 }
             }

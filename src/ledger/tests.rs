@@ -130,3 +130,65 @@ fn listen_in_a_rolled_back_transaction_is_undone_but_prepare_stays() {
     assert!(l.vars().listen.is_empty());
     assert!(l.prepared().contains_key("p"));
 }
+
+#[test]
+fn messages_after_an_error_and_before_their_sync_expect_nothing() {
+    // What a driver's pipeline does: the error comes back while the client
+    // is still sending the rest of the batch.
+    let mut l = Ledger::default();
+    parse(&mut l, "s1", "SELECT 1/0");
+    l.on_frontend(F::Bind, b"\0s1\0\0\0\0\0\0\0");
+    l.on_frontend(F::Execute, b"\0\0\0\0\0");
+    l.on_backend(B::ParseComplete, b"");
+    l.on_backend(B::BindComplete, b"");
+    l.on_backend(B::ErrorResponse, b"SERROR\0C22012\0\0");
+    assert!(l.skipping());
+    // Sent after the error: skipped by the server, so never answered.
+    parse(&mut l, "s2", "SELECT 2");
+    l.on_frontend(F::Bind, b"\0s2\0\0\0\0\0\0\0");
+    query(&mut l, "SET work_mem = '7MB'");
+    l.on_frontend(F::Sync, b"");
+    assert!(!l.skipping());
+    ready(&mut l, b'I');
+    assert!(
+        !l.is_desynced(),
+        "a correct client never desyncs the ledger"
+    );
+    assert!(l.prepared().contains_key("s1"));
+    assert!(!l.prepared().contains_key("s2"), "skipped by the server");
+    // And the next batch is matched as usual.
+    parse(&mut l, "s3", "SELECT 3");
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::ParseComplete, b"");
+    ready(&mut l, b'I');
+    assert!(l.prepared().contains_key("s3"));
+    assert!(!l.is_desynced());
+}
+
+#[test]
+fn a_query_inside_a_failed_batch_is_skipped_with_it() {
+    let mut l = Ledger::default();
+    parse(&mut l, "bad", "SELECT 1/0");
+    query(&mut l, "SET work_mem = '7MB'");
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::ErrorResponse, b"SERROR\0C42601\0\0");
+    assert_eq!(l.take_skipped_requests(), 1, "the Query gets no reply");
+    assert!(!l.skipping(), "its Sync was already sent");
+    ready(&mut l, b'I');
+    assert!(!l.is_desynced());
+}
+
+#[test]
+fn an_error_in_a_simple_query_skips_nothing() {
+    let mut l = Ledger::default();
+    query(&mut l, "SELECT 1/0");
+    parse(&mut l, "after", "SELECT 1");
+    l.on_backend(B::ErrorResponse, b"SERROR\0C22012\0\0");
+    assert!(!l.skipping());
+    ready(&mut l, b'I');
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::ParseComplete, b"");
+    ready(&mut l, b'I');
+    assert!(l.prepared().contains_key("after"));
+    assert!(!l.is_desynced());
+}

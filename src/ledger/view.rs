@@ -133,6 +133,14 @@ impl Ledger {
                 "server check decides",
             ));
         }
+        if self.desynced {
+            rows.push(row(
+                "note",
+                "replies",
+                "the ledger lost track of the server's replies",
+                "moves read the server's state in full",
+            ));
+        }
         for (n, val) in &self.reported {
             rows.push(row(
                 "reported",

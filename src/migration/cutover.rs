@@ -99,14 +99,16 @@ impl Relay {
             o.total = total;
         }
         if let Some(ctx) = &self.ctx {
+            // A dry run pauses nothing: it has no pause to show.
             let (status, reason, pause) = match &result {
-                Ok(o) if o.dry_run => (Status::Done, Some("dry run".to_string()), Some(o.pause)),
+                Ok(o) if o.dry_run => (Status::DryRun, Some(o.notice()), None),
                 Ok(o) => (Status::Done, None, Some(o.pause)),
                 Err(e) => (Status::Aborted, Some(e.to_string()), None),
             };
+            let check = result.as_ref().ok().map(|o| o.full_check);
             ctx.shared
                 .history
-                .finish(m.record, status, reason, pause, total);
+                .finish(m.record, status, reason, pause, total, check);
         }
         match &result {
             Ok(o) => {
@@ -149,9 +151,13 @@ impl Relay {
             Some(_) => vec!["the target's light check was refused".into()],
             None => vec!["the light check failed".into()],
         };
+        // The wire lost track of what the server answered (a client that
+        // breaks the protocol's rules): only the server's own state counts.
+        let desynced = self.ledger.is_desynced();
         let mut full_source = None;
         if light.as_ref().map_or(true, |l| l.temp_schema != 0)
             || ledger_moved
+            || desynced
             || !differences.is_empty()
         {
             // The light check cannot count temp objects, and cannot tell a
@@ -168,12 +174,16 @@ impl Relay {
             if ledger_moved {
                 differences.push("the session changed its state since pre-staging".into());
             }
+            if desynced {
+                differences.push("the ledger lost track of replies".into());
+            }
             full_source = Some(source);
         }
+        let full_check = full_source.is_some();
         let checked = paused.elapsed();
         tracing::debug!(
             check_us = checked.as_micros() as u64,
-            full = full_source.is_some(),
+            full = full_check,
             ?differences,
             "source checked"
         );
@@ -211,6 +221,7 @@ impl Relay {
             pause: Duration::ZERO,
             total: Duration::ZERO,
             dry_run,
+            full_check,
         };
         if dry_run {
             let _ = staged.w.write_all(b"X\0\0\0\x04").await;

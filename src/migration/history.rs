@@ -10,6 +10,8 @@ const KEEP: usize = 1000;
 pub enum Status {
     Waiting,
     Done,
+    /// A dry run that ended: it moved nothing, whatever it found.
+    DryRun,
     Aborted,
 }
 
@@ -18,6 +20,7 @@ impl Status {
         match self {
             Status::Waiting => "waiting",
             Status::Done => "done",
+            Status::DryRun => "dry run",
             Status::Aborted => "aborted",
         }
     }
@@ -35,6 +38,9 @@ pub struct Record {
     pub total: Option<Duration>,
     pub started_at: SystemTime,
     pub dry_run: bool,
+    /// Whether the state was read in full; `None` until it ended or when it
+    /// was aborted.
+    pub full_check: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +71,7 @@ impl History {
             total: None,
             started_at: SystemTime::now(),
             dry_run,
+            full_check: None,
         });
         id
     }
@@ -76,8 +83,10 @@ impl History {
         reason: Option<String>,
         pause: Option<Duration>,
         total: Duration,
+        full_check: Option<bool>,
     ) {
         if let Some(r) = self.lock().1.iter_mut().rev().find(|r| r.id == id) {
+            r.full_check = full_check;
             r.status = status;
             r.reason = reason;
             r.pause = pause;

@@ -80,6 +80,10 @@ pub struct MoveOutcome {
     pub pause: Duration,
     pub total: Duration,
     pub dry_run: bool,
+    /// The session's state was read from the server in full (not only the
+    /// light check): temp objects, a change since pre-staging, differences,
+    /// or a ledger that lost track of replies.
+    pub full_check: bool,
 }
 
 impl MoveOutcome {

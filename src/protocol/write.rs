@@ -157,19 +157,49 @@ pub fn empty_query_response(out: &mut BytesMut) {
 }
 
 /// RowDescription where every column is `text` (OID 25) in text format.
-pub fn row_description(out: &mut BytesMut, columns: &[&str]) {
+pub fn row_description(out: &mut BytesMut, columns: &[&str], types: &[u32]) {
     message(out, b'T', |b| {
         b.put_i16(columns.len() as i16);
-        for c in columns {
+        for (i, c) in columns.iter().enumerate() {
             put_cstr(b, c.as_bytes());
             b.put_i32(0); // table oid
             b.put_i16(0); // column number
-            b.put_u32(25); // text
+            b.put_u32(types.get(i).copied().unwrap_or(TEXT_OID));
             b.put_i16(-1); // variable length
             b.put_i32(-1); // no typmod
             b.put_i16(0); // text format
         }
     });
+}
+
+/// The type of a column unless told otherwise.
+pub const TEXT_OID: u32 = 25;
+/// `timestamp with time zone`, for columns written by [`timestamptz`].
+pub const TIMESTAMPTZ_OID: u32 = 1184;
+
+/// A time as Postgres writes a `timestamptz` in UTC with DateStyle ISO:
+/// `2026-12-07 00:48:28.123456+00`.
+pub fn timestamptz(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}+00",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_micros()
+    )
 }
 
 /// DataRow of text values; `None` is SQL NULL.
@@ -193,6 +223,23 @@ mod tests {
     use super::*;
     use crate::protocol::backend::error_fields;
     use crate::protocol::codec::split_message;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn timestamps_are_written_as_postgres_writes_them() {
+        let at = |s: u64, us: u64| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_micros(us);
+        assert_eq!(timestamptz(at(0, 0)), "1970-01-01 00:00:00.000000+00");
+        // SELECT to_timestamp(1796604508.123456) AT TIME ZONE 'UTC'
+        assert_eq!(
+            timestamptz(at(1_796_604_508, 123_456)),
+            "2026-12-07 00:48:28.123456+00"
+        );
+        // A leap day.
+        assert_eq!(
+            timestamptz(at(951_782_400, 0)),
+            "2000-02-29 00:00:00.000000+00"
+        );
+    }
 
     #[test]
     fn error_round_trips_through_the_reader() {

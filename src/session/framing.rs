@@ -75,7 +75,10 @@ impl Relay {
                         hold = Some(frame.total);
                         break;
                     }
-                    self.tracker.on_frontend(tag);
+                    // What the server skips after an error gets no reply.
+                    if !self.ledger.skipping() || tag == FrontendTag::Sync {
+                        self.tracker.on_frontend(tag);
+                    }
                     self.client_messages += 1;
                     self.ledger
                         .on_frontend(tag, &inbox.buf[end + HEADER_LEN..end + frame.total]);
@@ -92,7 +95,9 @@ impl Relay {
                     inbox.partial = Some((frame.tag, frame.total));
                     break;
                 } else {
-                    self.tracker.on_frontend(tag);
+                    if !self.ledger.skipping() {
+                        self.tracker.on_frontend(tag);
+                    }
                     self.client_messages += 1;
                     if tag == FrontendTag::Bind {
                         // Its names come first; the parameters stream through.
@@ -162,8 +167,14 @@ impl Relay {
                     let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
                     self.tracker.on_backend(tag, body);
                     self.ledger.on_backend(tag, body);
-                    if tag == BackendTag::ErrorResponse && error_fields(body).is_fatal() {
-                        self.flow.fatal_forwarded = true;
+                    if tag == BackendTag::ErrorResponse {
+                        // Requests the error made the server skip will get
+                        // no ReadyForQuery.
+                        let skipped = self.ledger.take_skipped_requests();
+                        self.tracker.forget_requests(skipped);
+                        if error_fields(body).is_fatal() {
+                            self.flow.fatal_forwarded = true;
+                        }
                     }
                     end += frame.total;
                 } else if server_needs_body(tag) {

@@ -59,6 +59,13 @@ impl Tracker {
         }
     }
 
+    /// Requests the server skipped after an error in an extended batch
+    /// (a Query or FunctionCall sent before the batch's Sync): they will
+    /// never get their ReadyForQuery.
+    pub fn forget_requests(&mut self, n: u32) {
+        self.outstanding = self.outstanding.saturating_sub(n);
+    }
+
     /// Called for every server message forwarded to the client; `body` is
     /// only read for ReadyForQuery.
     #[inline]

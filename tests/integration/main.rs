@@ -22,6 +22,7 @@ mod migrate_failures;
 mod migrate_from;
 mod migrate_turns;
 mod pids;
+mod pipeline_errors;
 mod relay;
 mod shutdown;
 mod startup;
