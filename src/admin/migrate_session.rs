@@ -53,6 +53,20 @@ pub async fn run(
             rs.tag = "MIGRATE 0".into();
             Ok(rs)
         }
+        // A dry run's "no, because" is its answer, not an error.
+        Err(e) if dry_run && e.is_verdict() => {
+            let from = entry.live().backend;
+            rs.push(vec![
+                Some(id.to_string()),
+                Some(from.clone()),
+                Some(to.to_string()),
+                Some("dry run".to_string()),
+                None,
+                Some(e.dry_run_notice(id, &from, to)),
+            ]);
+            rs.tag = "MIGRATE 0".into();
+            Ok(rs)
+        }
         Err(e) => Err(AdminError::new_owned(
             e.sqlstate().to_string(),
             format!("session {id}: {e}"),

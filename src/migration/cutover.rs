@@ -38,9 +38,8 @@ impl Relay {
         let Some(ctx) = self.ctx.clone() else {
             return self.answer_move(reply, Err(MoveError::Ended), None);
         };
-        if self.moving.is_some() {
-            return self.answer_move(reply, Err(MoveError::Busy), None);
-        }
+        // What is wrong with the request itself first, then whether this
+        // session can take it now.
         let config = ctx.shared.config();
         let Some(target) = config.backend(&request.target).cloned() else {
             return self.answer_move(
@@ -51,6 +50,9 @@ impl Relay {
         };
         if target.name == self.backend.name {
             return self.answer_move(reply, Err(MoveError::AlreadyThere(target.name)), None);
+        }
+        if self.moving.is_some() {
+            return self.answer_move(reply, Err(MoveError::Busy), None);
         }
         let record =
             ctx.shared
@@ -103,6 +105,9 @@ impl Relay {
             let (status, reason, pause) = match &result {
                 Ok(o) if o.dry_run => (Status::DryRun, Some(o.notice()), None),
                 Ok(o) => (Status::Done, None, Some(o.pause)),
+                Err(e) if m.request.dry_run && e.is_verdict() => {
+                    (Status::DryRun, Some(format!("cannot move: {e}")), None)
+                }
                 Err(e) => (Status::Aborted, Some(e.to_string()), None),
             };
             let check = result.as_ref().ok().map(|o| o.full_check);
@@ -116,7 +121,7 @@ impl Relay {
             }
             Err(e) => warn!(error = %e, "move aborted"),
         }
-        self.answer_move(m.reply, result, Some(m.request.dry_run));
+        self.answer_move(m.reply, result, Some(&m.request));
     }
 
     /// At a safe point with a staged target: the pause. `Err` leaves the

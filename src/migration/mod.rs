@@ -158,6 +158,26 @@ impl MoveError {
         }
     }
 
+    /// Whether this says the session cannot move there now (what a dry
+    /// run is asked to find out), rather than that the request itself is
+    /// wrong or the session is gone.
+    pub fn is_verdict(&self) -> bool {
+        matches!(
+            self,
+            MoveError::Pinned(_)
+                | MoveError::NoSafePoint { .. }
+                | MoveError::Target { .. }
+                | MoveError::Replay { .. }
+                | MoveError::Verify { .. }
+                | MoveError::Identity(_)
+        )
+    }
+
+    /// A dry run's answer when the move would fail.
+    pub fn dry_run_notice(&self, session: u64, from: &str, to: &str) -> String {
+        format!("pgbaton: session {session} cannot move from {from} to {to}: {self} (dry run, nothing moved)")
+    }
+
     pub fn from_server(backend: &str, e: &crate::server::ServerError) -> MoveError {
         MoveError::Target {
             backend: backend.to_string(),

@@ -190,7 +190,7 @@ impl Relay {
         &mut self,
         reply: Reply,
         result: Result<MoveOutcome, MoveError>,
-        _dry_run: Option<bool>,
+        request: Option<&MoveRequest>,
     ) {
         match reply {
             Reply::Channel(tx) => {
@@ -204,6 +204,15 @@ impl Relay {
                     }
                     Err(MoveError::AlreadyThere(b)) => {
                         self.reply_notice(&format!("pgbaton: session is already on {b}"));
+                        Some(false)
+                    }
+                    // A dry run was asked whether the move would work: "no,
+                    // because" is its answer, not an error.
+                    Err(e) if request.is_some_and(|r| r.dry_run) && e.is_verdict() => {
+                        let session = self.ctx.as_ref().map_or(0, |c| c.id);
+                        let to = request.map(|r| r.target.as_str()).unwrap_or_default();
+                        let notice = e.dry_run_notice(session, &self.backend.name, to);
+                        self.reply_notice(&notice);
                         Some(false)
                     }
                     Err(_) => None,

@@ -13,6 +13,7 @@ mod cancel;
 mod clients;
 mod demo;
 mod drain;
+mod dry_run;
 mod errors;
 mod ledger;
 mod logging;
