@@ -6,6 +6,7 @@
 use crate::config::{Config, Overrides};
 use crate::localpg::{LocalPgOptions, LocalPostgres, PgBinaries};
 use crate::proxy::Proxy;
+use crate::say;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -60,31 +61,31 @@ pub async fn run(listen: &str) -> Result<(), DemoError> {
     let proxy = Proxy::bind(config).await?;
     let addr = proxy.local_addr();
     let (host, port) = (addr.ip(), addr.port());
-    println!("pgbaton demo is running: two throwaway Postgres servers behind a proxy.");
-    println!();
-    println!("  pg1 (default)  {}      pg2  {}", pg1.addr(), pg2.addr());
-    println!("  proxy          {addr}   (trust auth, loopback only)");
-    println!();
-    println!("Connect through pgbaton:");
-    println!("  psql \"host={host} port={port} user=postgres dbname=demo\"");
-    println!("Open the admin console (SHOW SESSIONS, SHOW MIGRATIONS, MIGRATE SESSION ...):");
-    println!("  psql \"host={host} port={port} user=postgres dbname=pgbaton\"");
-    println!("Move your session to pg2, inside psql (the port it answers from changes):");
-    println!(
+    say!("pgbaton demo is running: two throwaway Postgres servers behind a proxy.");
+    say!();
+    say!("  pg1 (default)  {}      pg2  {}", pg1.addr(), pg2.addr());
+    say!("  proxy          {addr}   (trust auth, loopback only)");
+    say!();
+    say!("Connect through pgbaton:");
+    say!("  psql \"host={host} port={port} user=postgres dbname=demo\"");
+    say!("Open the admin console (SHOW SESSIONS, SHOW MIGRATIONS, MIGRATE SESSION ...):");
+    say!("  psql \"host={host} port={port} user=postgres dbname=pgbaton\"");
+    say!("Move your session to pg2, inside psql (the port it answers from changes):");
+    say!(
         "  SELECT inet_server_port();  /* pgbaton: migrate to=pg2 */;  SELECT inet_server_port();"
     );
-    println!();
-    println!("Press Ctrl-C to stop; everything the demo created is removed.");
+    say!();
+    say!("Press Ctrl-C to stop; everything the demo created is removed.");
 
     let handle = proxy.handle();
     let running = tokio::spawn(proxy.run());
     stop.recv().await;
-    println!("\nstopping: closing sessions and removing the demo servers...");
+    say!("\nstopping: closing sessions and removing the demo servers...");
     handle.shutdown();
     let _ = running.await;
     // Dropping the servers stops them and removes their directories.
     tokio::task::spawn_blocking(move || drop((pg1, pg2))).await?;
-    println!("done.");
+    say!("done.");
     Ok(())
 }
 

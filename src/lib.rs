@@ -23,6 +23,7 @@
 //! - [`admin`]: the admin console (database `pgbaton`), one file per command.
 //! - [`demo`]: the embedded demo.
 //! - [`cli`]: command-line definitions.
+//! - [`output`]: lines for a terminal that never panic on a closed stdout.
 
 pub mod admin;
 pub mod auth;
@@ -34,6 +35,7 @@ pub mod ledger;
 pub mod localpg;
 pub mod migration;
 pub mod net;
+pub mod output;
 pub mod protocol;
 pub mod proxy;
 pub mod server;

@@ -10,9 +10,13 @@ use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log line that cannot be written (stderr closed: the reader of a
+    // pipe gone) is dropped; the default would report it with eprintln!,
+    // whose panic aborts a shutdown in progress.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -29,8 +33,8 @@ fn main() -> anyhow::Result<()> {
         Command::Check { config } => {
             let c = Config::load(Some(&config), &Default::default())
                 .with_context(|| format!("{} is not valid", config.display()))?;
-            println!("{}: ok", config.display());
-            println!(
+            pgbaton::say!("{}: ok", config.display());
+            pgbaton::say!(
                 "listen {} (auth {}, max_clients {})",
                 c.listen,
                 c.auth.as_str(),
@@ -38,14 +42,14 @@ fn main() -> anyhow::Result<()> {
             );
             for (i, b) in c.backends.iter().enumerate() {
                 let default = if i == 0 { " (default)" } else { "" };
-                println!(
+                pgbaton::say!(
                     "backend {} at {} tls {:?}{default}",
                     b.name,
                     b.addr(),
                     b.tls
                 );
             }
-            println!(
+            pgbaton::say!(
                 "{} user(s), {} admin user(s)",
                 c.users.len(),
                 c.admin_users.len()

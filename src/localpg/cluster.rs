@@ -2,6 +2,7 @@
 //! and the `Drop` that stops it and deletes everything (printing its log first when a test is
 //! panicking, so the failure shows the server's side).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -213,7 +214,10 @@ impl LocalPostgres {
 impl Drop for LocalPostgres {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
+            // Not eprintln!: a second panic here (stderr closed) would
+            // abort before the server is stopped and its directory removed.
+            let _ = writeln!(
+                std::io::stderr(),
                 "===== pgbaton localpg: log of the server on {} ({}) =====\n{}\n===== end of server log =====",
                 self.addr(),
                 self.log_path.display(),

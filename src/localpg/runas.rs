@@ -45,6 +45,11 @@ impl Runner {
     pub(crate) fn command(&self, program: &Path, cwd: &Path) -> Command {
         let mut cmd = Command::new(program);
         cmd.current_dir(cwd).stdin(Stdio::null());
+        // A process group of its own (the postmaster pg_ctl forks inherits
+        // it): a Ctrl-C at the terminal reaches pgbaton alone, which then
+        // closes its sessions and stops and removes the servers in order,
+        // instead of each server shutting down under live sessions.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         // PGDATA, PGHOST, PGPORT, PGUSER, PGOPTIONS, PGSERVICE... would override or add to what
         // we pass; the tools must see only our arguments.
         for (key, _) in std::env::vars_os() {

@@ -44,74 +44,150 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_serves_psql_and_cleans_up_on_sigterm() {
-    let listen = format!("127.0.0.1:{}", free_port());
-    // kill_on_drop: a panicking test SIGKILLs the demo when `child` drops.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgbaton"))
-        .args(["demo", "--listen", &listen])
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("pgbaton demo starts");
-    let pid = child.id().expect("a running child has a pid");
+/// A running `pgbaton demo` whose banner has been read.
+struct Demo {
+    child: tokio::process::Child,
+    pid: u32,
+    listen: String,
+    banner: Vec<String>,
+    pg1: std::net::SocketAddr,
+    pg2: std::net::SocketAddr,
+    /// The demo's stdout and the task reading its stderr; `None` once
+    /// closed.
+    out: Option<tokio::io::Lines<BufReader<tokio::process::ChildStdout>>>,
+    log: Arc<Mutex<String>>,
+    log_reader: Option<tokio::task::JoinHandle<()>>,
+}
 
-    // The demo's log (stderr), kept to explain a failure.
-    let log = Arc::new(Mutex::new(String::new()));
-    let log_reader = {
-        let log = log.clone();
-        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(l)) = err.next_line().await {
-                let mut log = log.lock().unwrap();
-                log.push_str(&l);
-                log.push('\n');
+impl Demo {
+    /// Starts the demo on a free port and reads its banner.
+    async fn start() -> Demo {
+        let listen = format!("127.0.0.1:{}", free_port());
+        // kill_on_drop: a panicking test SIGKILLs the demo when `child` drops.
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgbaton"))
+            .args(["demo", "--listen", &listen])
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("pgbaton demo starts");
+        let pid = child.id().expect("a running child has a pid");
+
+        // The demo's log (stderr), kept to explain a failure.
+        let log = Arc::new(Mutex::new(String::new()));
+        let log_reader = {
+            let log = log.clone();
+            let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+            tokio::spawn(async move {
+                while let Ok(Some(l)) = err.next_line().await {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&l);
+                    log.push('\n');
+                }
+            })
+        };
+
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        let ready = tokio::time::timeout(LIMIT, async {
+            while let Ok(Some(line)) = out.next_line().await {
+                let done = line.starts_with("Press Ctrl-C");
+                banner.push(line);
+                if done {
+                    return true;
+                }
             }
+            false
         })
-    };
-    let log_text = || log.lock().unwrap().clone();
+        .await
+        .expect("the demo printed its banner in time");
+        assert!(
+            ready,
+            "the demo ended before it was ready:\n{}\n--- log\n{}",
+            banner.join("\n"),
+            log.lock().unwrap()
+        );
+        // "  pg1 (default)  127.0.0.1:P1      pg2  127.0.0.1:P2"
+        let servers_line = banner
+            .iter()
+            .find(|l| l.contains("pg1 (default)"))
+            .unwrap_or_else(|| panic!("no server line in:\n{}", banner.join("\n")))
+            .clone();
+        let words: Vec<&str> = servers_line.split_whitespace().collect();
+        let after = |w: &str| {
+            let i = words
+                .iter()
+                .position(|x| *x == w)
+                .unwrap_or_else(|| panic!("no {w} in {servers_line:?}"));
+            words[i + 1]
+        };
+        let pg1: std::net::SocketAddr = after("(default)").parse().expect("pg1 address");
+        let pg2: std::net::SocketAddr = after("pg2").parse().expect("pg2 address");
+        assert_ne!(pg1, pg2);
+        Demo {
+            child,
+            pid,
+            listen,
+            banner,
+            pg1,
+            pg2,
+            out: Some(out),
+            log,
+            log_reader: Some(log_reader),
+        }
+    }
 
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
-    let ready = tokio::time::timeout(LIMIT, async {
-        while let Ok(Some(line)) = out.next_line().await {
-            let done = line.starts_with("Press Ctrl-C");
-            banner.push(line);
-            if done {
-                return true;
+    /// Stops reading the demo's stdout and stderr: their pipes close.
+    async fn close_pipes(&mut self) {
+        self.out = None;
+        if let Some(reader) = self.log_reader.take() {
+            reader.abort();
+            let _ = reader.await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill with a pid of our own live child (not yet reaped).
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Nothing the demo made is left listening or on disk.
+    async fn assert_nothing_left(&self) {
+        for addr in [self.pg1, self.pg2, self.listen.parse().unwrap()] {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(e) => assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused,
+                    "{addr}: {e}"
+                ),
+                Ok(_) => panic!("{addr} still accepts connections after the demo exited"),
             }
         }
-        false
-    })
-    .await
-    .expect("the demo printed its banner in time");
-    assert!(
-        ready,
-        "the demo ended before it was ready:\n{}\n--- log\n{}",
-        banner.join("\n"),
-        log_text()
-    );
-    let banner_text = banner.join("\n");
+        let mine = format!("pgbaton-{}-", self.pid);
+        let template = format!("pgbaton-template-{}", self.pid);
+        let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&mine) || *n == template)
+            .collect();
+        assert!(left.is_empty(), "the demo left {left:?} behind");
+    }
+}
 
-    // "  pg1 (default)  127.0.0.1:P1      pg2  127.0.0.1:P2"
-    let servers_line = banner
-        .iter()
-        .find(|l| l.contains("pg1 (default)"))
-        .unwrap_or_else(|| panic!("no server line in:\n{banner_text}"));
-    let words: Vec<&str> = servers_line.split_whitespace().collect();
-    let after = |w: &str| {
-        let i = words
-            .iter()
-            .position(|x| *x == w)
-            .unwrap_or_else(|| panic!("no {w} in {servers_line:?}"));
-        words[i + 1]
-    };
-    let pg1: std::net::SocketAddr = after("(default)").parse().expect("pg1 address");
-    let pg2: std::net::SocketAddr = after("pg2").parse().expect("pg2 address");
-    assert_ne!(pg1, pg2);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_psql_and_cleans_up_on_sigterm() {
+    let mut demo = Demo::start().await;
+    let (pg1, pg2) = (demo.pg1, demo.pg2);
+    let banner = demo.banner.clone();
+    let banner_text = banner.join("\n");
 
     // '  psql "host=127.0.0.1 port=P user=postgres dbname=demo"'
     let connect = banner
@@ -121,12 +197,12 @@ async fn demo_serves_psql_and_cleans_up_on_sigterm() {
         .find(|c| c.contains("dbname=demo"))
         .unwrap_or_else(|| panic!("no psql command for dbname=demo in:\n{banner_text}"))
         .to_string();
-    let port = listen.rsplit(':').next().unwrap();
+    let port = demo.listen.rsplit(':').next().unwrap();
     assert!(
         connect.contains(&format!("port={port}")),
-        "{connect} is not on {listen}"
+        "{connect} is not on {}",
+        demo.listen
     );
-
     let o = psql(&connect, "select count(*) from accounts").await;
     assert_eq!(query_ok(&o, "through the demo proxy"), "10");
     for pg in [pg1, pg2] {
@@ -180,52 +256,47 @@ async fn demo_serves_psql_and_cleans_up_on_sigterm() {
         "SHOW MIGRATIONS: {migrations}"
     );
 
-    // SAFETY: kill with a pid of our own live child (not yet reaped).
-    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "SIGTERM: {}", std::io::Error::last_os_error());
+    demo.signal(libc::SIGTERM);
     let mut rest = Vec::new();
     let status = tokio::time::timeout(LIMIT, async {
+        let out = demo.out.as_mut().unwrap();
         while let Ok(Some(line)) = out.next_line().await {
             rest.push(line);
         }
-        child.wait().await
+        demo.child.wait().await
     })
     .await
     .expect("the demo exits in time after SIGTERM")
     .expect("waiting for the demo");
-    let _ = log_reader.await;
+    demo.log_reader.take().unwrap().await.unwrap();
     assert!(
         status.success(),
         "the demo exited with {status}:\n{}\n--- log\n{}",
         rest.join("\n"),
-        log_text()
+        demo.log_text()
     );
     assert!(
         rest.iter().any(|l| l == "done."),
         "{}\n--- log\n{}",
         rest.join("\n"),
-        log_text()
+        demo.log_text()
     );
 
-    // Nothing is left listening...
-    for addr in [pg1, pg2, listen.parse().unwrap()] {
-        match tokio::net::TcpStream::connect(addr).await {
-            Err(e) => assert_eq!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionRefused,
-                "{addr}: {e}"
-            ),
-            Ok(_) => panic!("{addr} still accepts connections after the demo exited"),
-        }
-    }
-    // ...and nothing is left on disk.
-    let mine = format!("pgbaton-{pid}-");
-    let template = format!("pgbaton-template-{pid}");
-    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&mine) || *n == template)
-        .collect();
-    assert!(left.is_empty(), "the demo left {left:?} behind");
+    demo.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_piped_and_interrupted_still_cleans_up() {
+    // `pgbaton demo | tee log`, then Ctrl-C: the terminal's SIGINT reaches
+    // tee too, so the demo's stdout and stderr have no reader while it
+    // stops. Writing to them must not abort it.
+    let mut demo = Demo::start().await;
+    demo.close_pipes().await;
+    demo.signal(libc::SIGINT);
+    let status = tokio::time::timeout(LIMIT, demo.child.wait())
+        .await
+        .expect("the demo exits in time after SIGINT")
+        .expect("waiting for the demo");
+    assert!(status.success(), "the demo exited with {status}");
+    demo.assert_nothing_left().await;
 }
