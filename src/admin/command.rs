@@ -110,7 +110,9 @@ impl AdminCommand {
             AdminCommand::MigrateSession { id, to, dry_run } => {
                 super::migrate_session::run(shared, *id, to, *dry_run).await
             }
-            AdminCommand::MigrateAll { from, to } => super::migrate_all::run(shared, from, to),
+            AdminCommand::MigrateAll { from, to } => {
+                super::migrate_all::run(shared, from, to).await
+            }
             AdminCommand::ScaleOut { to } => super::scale_out::run(shared, to.as_deref()).await,
             AdminCommand::Reload => super::reload::run(shared),
             AdminCommand::Shutdown => Ok(super::shutdown::run(shared)),

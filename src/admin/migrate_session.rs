@@ -30,6 +30,7 @@ pub async fn run(
     ]);
     match entry.migrate(request).await {
         Ok(o) => {
+            rs.warnings.extend(o.warning.clone());
             rs.push(vec![
                 Some(id.to_string()),
                 Some(o.from.clone()),

@@ -11,6 +11,8 @@ pub struct ResultSet {
     pub types: Vec<u32>,
     pub rows: Vec<Vec<Option<String>>>,
     pub tag: String,
+    /// Sent first, each as a WARNING.
+    pub warnings: Vec<String>,
 }
 
 impl ResultSet {
@@ -20,6 +22,7 @@ impl ResultSet {
             columns,
             rows: Vec::new(),
             tag: String::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -36,6 +39,9 @@ impl ResultSet {
     }
 
     pub fn write(&self, out: &mut BytesMut) {
+        for w in &self.warnings {
+            write::Report::new(write::Severity::Warning, "01000", w).write(out);
+        }
         write::row_description(out, &self.columns, &self.types);
         for r in &self.rows {
             let values: Vec<Option<&str>> = r.iter().map(|v| v.as_deref()).collect();

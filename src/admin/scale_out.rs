@@ -32,9 +32,11 @@ pub async fn run(shared: &Arc<Shared>, to: Option<&str>) -> Result<ResultSet, Ad
             ..backend
         })
         .map_err(|e| AdminError::new(SqlState::CONFIG_FILE_ERROR.code(), e.to_string()))?;
+    let warnings = fleet::split_brain_warnings(shared, None, &name).await;
     let n = fleet::move_all(shared, None, &name, Origin::ScaleOut, None)
         .map_err(|e| AdminError::new_owned(e.sqlstate().to_string(), e.to_string()))?;
     let mut rs = ResultSet::new(vec!["backend", "sessions"]);
+    rs.warnings = warnings;
     rs.push(vec![Some(name), Some(n.to_string())]);
     rs.tag = format!("SCALE OUT {n}");
     Ok(rs)

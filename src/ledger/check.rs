@@ -33,7 +33,8 @@ macro_rules! common_fields {
                FROM pg_prepared_statement() WHERE name <> $2),
   'listen', (SELECT coalesce(json_agg(c ORDER BY c), '[]') FROM pg_listening_channels() AS c),
   'holdable_cursors', (SELECT count(*) FROM pg_cursor() WHERE is_holdable),
-  'temp_schema', pg_my_temp_schema()::int8"
+  'temp_schema', pg_my_temp_schema()::int8,
+  'accepts_writes', NOT pg_is_in_recovery() AND NOT current_setting('default_transaction_read_only')::bool"
     };
 }
 
@@ -133,6 +134,11 @@ pub struct ServerState {
     #[serde(default)]
     pub temp_schema: i64,
     pub advisory_locks: i64,
+    /// Whether the server takes writes from this session: not in recovery,
+    /// and not read-only by default (how an old primary is made to refuse
+    /// them before a switchover).
+    #[serde(default)]
+    pub accepts_writes: bool,
     /// The light check's current values of the settable settings, in the
     /// order of the names it was given; `None` from the full check.
     #[serde(default)]

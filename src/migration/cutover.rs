@@ -4,6 +4,7 @@
 //! connection under the client. Any failure before the swap drops the target
 //! and leaves the source untouched.
 
+use super::identity::split_brain_warning;
 use super::plan::{state_differences, ReplayPlan};
 use super::stage::{Move, Reply, Stage};
 use super::target::{prestage, read_state, replay_batch, PrestageInput, Staged};
@@ -104,7 +105,7 @@ impl Relay {
             // A dry run pauses nothing: it has no pause to show.
             let (status, reason, pause) = match &result {
                 Ok(o) if o.dry_run => (Status::DryRun, Some(o.notice()), None),
-                Ok(o) => (Status::Done, None, Some(o.pause)),
+                Ok(o) => (Status::Done, o.warning.clone(), Some(o.pause)),
                 Err(e) if m.request.dry_run && e.is_verdict() => {
                     (Status::DryRun, Some(format!("cannot move: {e}")), None)
                 }
@@ -117,6 +118,9 @@ impl Relay {
         }
         match &result {
             Ok(o) => {
+                if let Some(w) = &o.warning {
+                    warn!(warning = %w, "move onto a copy while its source takes writes");
+                }
                 info!(from = %o.from, to = %o.to, pause_us = o.pause.as_micros() as u64, total_us = total.as_micros() as u64, dry_run = o.dry_run, "move done")
             }
             Err(e) => warn!(error = %e, "move aborted"),
@@ -185,6 +189,15 @@ impl Relay {
             full_source = Some(source);
         }
         let full_check = full_source.is_some();
+        // Two copies of one cluster that both take writes: the target was
+        // promoted while the source is still open (see the README's
+        // switchover). The move goes on; whoever asked is told.
+        let source_writes = full_source
+            .as_ref()
+            .or(light.as_ref())
+            .is_some_and(|s| s.accepts_writes);
+        let warning = (staged.same_system && source_writes && staged.state.accepts_writes)
+            .then(|| split_brain_warning(&self.backend.name, &staged.backend.name));
         let checked = paused.elapsed();
         tracing::debug!(
             check_us = checked.as_micros() as u64,
@@ -227,6 +240,7 @@ impl Relay {
             total: Duration::ZERO,
             dry_run,
             full_check,
+            warning,
         };
         if dry_run {
             let _ = staged.w.write_all(b"X\0\0\0\x04").await;

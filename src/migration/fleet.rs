@@ -2,10 +2,62 @@
 //! `from=`, SCALE OUT and drains. Each session moves on its own task at its
 //! own safe point; progress shows in SHOW MIGRATIONS.
 
+use super::identity::{split_brain_warning, writes};
 use super::{MoveError, MoveRequest, OnTimeout, Origin};
+use crate::protocol::startup::StartupParam;
 use crate::proxy::Shared;
+use crate::session::registry::SessionEntry;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Asked before a fleet-wide move onto `to`: is `to` a promoted copy of a
+/// backend whose sessions would move, while that backend still takes
+/// writes? One warning per such backend. Each backend is asked on a control
+/// connection that logs in as one of its sessions does; a backend that
+/// cannot be asked gives no warning (the moves themselves will say more).
+pub async fn split_brain_warnings(
+    shared: &Arc<Shared>,
+    from: Option<&str>,
+    to: &str,
+) -> Vec<String> {
+    let config = shared.config();
+    let Some(target) = config.backend(to).cloned() else {
+        return Vec::new();
+    };
+    let mut sources: BTreeMap<String, Arc<SessionEntry>> = BTreeMap::new();
+    for e in shared.sessions.list() {
+        let on = e.live().backend;
+        if on != to && from.is_none_or(|f| f == on) {
+            sources.entry(on).or_insert(e);
+        }
+    }
+    let login = |e: &SessionEntry| {
+        let param = |n: &str, v: &str| StartupParam {
+            name: n.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+        };
+        vec![param("user", &e.user), param("database", &e.database)]
+    };
+    let Some(any) = sources.values().next() else {
+        return Vec::new();
+    };
+    let Ok((system, true)) = writes(shared, &target, &login(any), &any.user).await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, e) in &sources {
+        let Some(source) = config.backend(name) else {
+            continue;
+        };
+        if let Ok((s, true)) = writes(shared, source, &login(e), &e.user).await {
+            if s == system {
+                out.push(split_brain_warning(name, to));
+            }
+        }
+    }
+    out
+}
 
 /// Starts moving every session on `from` (every session not already on `to`
 /// when `from` is `None`) to `to`. Returns how many moves were started.

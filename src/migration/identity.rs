@@ -86,3 +86,51 @@ pub async fn identity(
     shared.remember_identity(&backend.name, id.clone());
     Ok(id)
 }
+
+/// The warning for a move between two copies of one cluster that both take
+/// writes: a standby promoted while its old primary is still open. What is
+/// committed on the source from then on is not on the target, and the
+/// sessions that wrote it will not see it again once moved.
+pub fn split_brain_warning(from: &str, to: &str) -> String {
+    format!(
+        "pgbaton: {from} and {to} are copies of one cluster and both accept writes: what is committed on {from} from now on will not be on {to}. For a switchover, stop writes on {from} and let {to} replay all of its WAL before promoting it and moving (README: \"Switching over to a standby\")"
+    )
+}
+
+/// A backend's system identifier and whether it takes writes, learned now
+/// on a control connection (never cached: a promotion changes it).
+pub async fn writes(
+    shared: &Shared,
+    backend: &Backend,
+    params: &[StartupParam],
+    user: &str,
+) -> Result<(String, bool), MoveError> {
+    let config = shared.config();
+    let mut control: Vec<StartupParam> = params.to_vec();
+    control.push(StartupParam {
+        name: b"application_name".to_vec(),
+        value: b"pgbaton-control".to_vec(),
+    });
+    let conn = crate::session::connect_server(shared, &config, backend, &control, user)
+        .await
+        .map_err(|e| MoveError::from_server(&backend.name, &e))?;
+    let (mut r, mut w) = tokio::io::split(conn.stream);
+    let mut buf = conn.leftover;
+    let mut batch = BytesMut::new();
+    postgres_protocol::message::frontend::query(
+        "SELECT system_identifier::text FROM pg_control_system() UNION ALL SELECT (NOT pg_is_in_recovery() AND NOT current_setting('default_transaction_read_only')::bool)::text",
+        &mut batch,
+    )
+    .expect("static query");
+    postgres_protocol::message::frontend::terminate(&mut batch);
+    let reply = run_batch(&mut r, &mut w, &mut buf, &batch, |_, _| {})
+        .await
+        .map_err(|e| MoveError::Identity(format!("cannot ask {}: {e}", backend.name)))?;
+    match reply.rows.as_slice() {
+        [Some(sysid), Some(writes)] => Ok((sysid.clone(), writes == "true")),
+        _ => Err(MoveError::Identity(format!(
+            "unexpected answer from {}",
+            backend.name
+        ))),
+    }
+}

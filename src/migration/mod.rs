@@ -84,6 +84,9 @@ pub struct MoveOutcome {
     /// light check): temp objects, a change since pre-staging, differences,
     /// or a ledger that lost track of replies.
     pub full_check: bool,
+    /// Said to whoever asked, with the outcome (a WARNING): the move is
+    /// done, but something about it needs a person's attention.
+    pub warning: Option<String>,
 }
 
 impl MoveOutcome {

@@ -40,6 +40,9 @@ pub struct Staged {
     pub pending: Vec<Bytes>,
     /// When pre-staging finished.
     pub ready_at: tokio::time::Instant,
+    /// Source and target are the same cluster (one a physical copy of the
+    /// other), not merely allowed to differ (`foreign`).
+    pub same_system: bool,
     pub tls: bool,
 }
 
@@ -121,6 +124,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         plan,
         pending,
         ready_at: tokio::time::Instant::now(),
+        same_system: src.system_identifier == dst.system_identifier,
         tls,
     })
 }

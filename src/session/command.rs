@@ -74,13 +74,16 @@ impl Relay {
     }
 
     fn reply_notice(&mut self, message: &str) {
-        let mut out = BytesMut::new();
-        Report::new(
+        self.reply_report(
             Severity::Notice,
             SqlState::SUCCESSFUL_COMPLETION.code(),
             message,
-        )
-        .write(&mut out);
+        );
+    }
+
+    fn reply_report(&mut self, severity: Severity, code: &str, message: &str) {
+        let mut out = BytesMut::new();
+        Report::new(severity, code, message).write(&mut out);
         self.to_client.push(out.freeze());
     }
 
@@ -199,6 +202,9 @@ impl Relay {
             Reply::Client { has_statement } => {
                 let moved = match &result {
                     Ok(o) => {
+                        if let Some(w) = &o.warning {
+                            self.reply_report(Severity::Warning, "01000", w);
+                        }
                         self.reply_notice(&o.notice());
                         Some(!o.dry_run)
                     }
