@@ -28,7 +28,7 @@ pub async fn split_brain_warnings(
     let mut sources: BTreeMap<String, Arc<SessionEntry>> = BTreeMap::new();
     for e in shared.sessions.list() {
         let on = e.live().backend;
-        if on != to && from.is_none_or(|f| f == on) {
+        if on != to && from.map_or(true, |f| f == on) {
             sources.entry(on).or_insert(e);
         }
     }
