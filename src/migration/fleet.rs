@@ -22,7 +22,8 @@ pub async fn split_brain_warnings(
     to: &str,
 ) -> Vec<String> {
     let config = shared.config();
-    let Some(target) = config.backend(to).cloned() else {
+    // A foreign target is declared independent of the sources.
+    let Some(target) = config.backend(to).filter(|b| !b.foreign).cloned() else {
         return Vec::new();
     };
     let mut sources: BTreeMap<String, Arc<SessionEntry>> = BTreeMap::new();

@@ -40,8 +40,8 @@ pub struct Staged {
     pub pending: Vec<Bytes>,
     /// When pre-staging finished.
     pub ready_at: tokio::time::Instant,
-    /// Source and target are the same cluster (one a physical copy of the
-    /// other), not merely allowed to differ (`foreign`).
+    /// Source and target are copies of one cluster (same system identifier)
+    /// and the target is not marked `foreign`.
     pub same_system: bool,
     pub tls: bool,
 }
@@ -91,6 +91,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         .await
         .map_err(|e| MoveError::from_server(&target.name, &e))?;
     let tls = conn.stream.is_tls();
+    let same_system = src.system_identifier == dst.system_identifier && !target.foreign;
     let (mut r, mut w) = tokio::io::split(conn.stream);
     let mut buf = conn.leftover;
     let mut params = conn.params;
@@ -124,7 +125,9 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         plan,
         pending,
         ready_at: tokio::time::Instant::now(),
-        same_system: src.system_identifier == dst.system_identifier,
+        // A backend marked foreign is declared independent, even when it
+        // began as a copy (servers cloned from one data directory).
+        same_system,
         tls,
     })
 }
