@@ -95,6 +95,12 @@ impl Proxy {
         // A new client ends a spin too, so it is accepted without delay.
         busy_poll::watch(&self.listener);
         loop {
+            // Read on every turn, not only on a change: a shutdown requested
+            // before this task first ran (a Ctrl-C right after start) is no
+            // change to a receiver made after it, and would be missed.
+            if shutdown.borrow_and_update().is_some() {
+                break;
+            }
             tokio::select! {
                 accepted = self.listener.accept() => {
                     let (tcp, peer) = match accepted {
@@ -121,7 +127,7 @@ impl Proxy {
                         drop(alive);
                     });
                 }
-                _ = shutdown.changed() => break,
+                _ = shutdown.changed() => {}
             }
         }
         drop(self.listener);

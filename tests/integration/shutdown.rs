@@ -236,3 +236,18 @@ async fn new_connections_are_refused_and_the_proxy_ends_after_its_sessions() {
         .expect("the proxy task ends once its sessions did")
         .expect("the proxy task did not panic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_requested_before_the_proxy_runs_still_stops_it() {
+    // What a Ctrl-C right after start does: the request comes before the
+    // proxy's task was first polled. It used to be missed, and the demo
+    // then never stopped.
+    let servers = start_servers(1).await;
+    let proxy = pgbaton::proxy::Proxy::bind(TestProxy::config(&[&servers[0]], ""))
+        .await
+        .unwrap();
+    proxy.handle().shutdown();
+    tokio::time::timeout(LIMIT, proxy.run())
+        .await
+        .expect("the proxy stops");
+}
