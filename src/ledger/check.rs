@@ -281,7 +281,13 @@ pub fn differences(ledger: &Ledger, server: &ServerState) -> Vec<String> {
             _ => {}
         }
     }
-    let ledger_prepared: BTreeSet<&str> = ledger.prepared().keys().map(String::as_str).collect();
+    // Deferred statements are the ledger's until their first use (`lazy`).
+    let ledger_prepared: BTreeSet<&str> = ledger
+        .prepared()
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !ledger.deferred().contains_key(*n))
+        .collect();
     let server_prepared: BTreeSet<&str> = server.prepared.iter().map(|p| p.name.as_str()).collect();
     if ledger_prepared != server_prepared {
         out.push(format!(

@@ -13,10 +13,12 @@
 //! - [`change`]: statement effects as owned changes.
 //! - [`vars`]: transactional session variables.
 //! - [`replies`]: the expected-reply queue and wire events.
+//! - [`lazy`]: statements a move could not prepare, prepared at first use.
 //! - [`view`]: rows and summaries for the admin console.
 
 pub mod change;
 pub mod check;
+pub mod lazy;
 pub mod replies;
 pub mod vars;
 pub mod view;
@@ -96,6 +98,9 @@ pub struct Ledger {
     /// of every extended-protocol query must not allocate each time.
     pub(crate) spare: Vec<Vec<u8>>,
     pub(crate) unnamed_pending: VecDeque<(Vec<u8>, Vec<Change>)>,
+    /// Statements not prepared on the current server (see [`lazy`]): name
+    /// and parameter types.
+    pub(crate) deferred: BTreeMap<String, Vec<u32>>,
 }
 
 impl Ledger {

@@ -20,6 +20,10 @@ pub(crate) enum Expect {
     Query {
         stmts: Option<Vec<Vec<Change>>>,
         next: usize,
+        /// pgbaton prepared a deferred statement for it and that failed:
+        /// the query's own error (the statement does not exist) is not the
+        /// client's; the Parse's error stood in for it.
+        swallow_error: bool,
     },
     /// ParseComplete for a named statement.
     ParseNamed(Box<(String, Prepared)>),
@@ -32,29 +36,37 @@ pub(crate) enum Expect {
     Close(Option<String>),
     Sync,
     FunctionCall,
+    /// pgbaton's own Parse of a deferred statement (see `lazy`).
+    LazyParse(String),
+    /// pgbaton's own Sync after one, before a simple query.
+    LazySync,
 }
 
 impl Expect {
     fn ends_batch(&self) -> bool {
         matches!(
             self,
-            Expect::Query { .. } | Expect::Sync | Expect::FunctionCall
+            Expect::Query { .. } | Expect::Sync | Expect::FunctionCall | Expect::LazySync
         )
     }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
-    queue: VecDeque<Expect>,
+    pub(crate) queue: VecDeque<Expect>,
     /// An error arrived since the last ReadyForQuery.
     error: bool,
     /// The server is skipping the client's messages until its next Sync
     /// (an error in an extended batch whose Sync was not sent yet): they
     /// get no reply, so nothing is expected of them.
-    skipping: bool,
+    pub(crate) skipping: bool,
     /// Query and FunctionCall requests the last error made the server
     /// skip; the tracker takes them back (see `take_skipped_requests`).
     skipped_requests: u32,
+    /// The reply just seen answered pgbaton's own request (see `lazy`).
+    pub(crate) swallow: bool,
+    /// LazyParse and LazySync expectations queued.
+    pub(crate) lazy_pending: u32,
     /// Statement behind the unnamed portal (`None`: the unnamed statement).
     unnamed_portal: Option<String>,
     named_portals: HashMap<String, Option<String>>,
@@ -122,9 +134,12 @@ impl Ledger {
                 if self.unnamed.take().is_some() {
                     self.version += 1;
                 }
-                self.replies
-                    .queue
-                    .push_back(Expect::Query { stmts, next: 0 });
+                self.deferred.remove("");
+                self.replies.queue.push_back(Expect::Query {
+                    stmts,
+                    next: 0,
+                    swallow_error: false,
+                });
             }
             FrontendTag::Parse => {
                 let Some(p) = frontend::parse_body(body) else {
@@ -242,12 +257,21 @@ impl Ledger {
     pub fn on_backend(&mut self, tag: BackendTag, body: &[u8]) {
         match tag {
             BackendTag::ParseComplete => match self.replies.queue.pop_front() {
+                Some(Expect::LazyParse(name)) => {
+                    // Prepared on this server now, as the ledger has it.
+                    self.replies.lazy_pending -= 1;
+                    self.replies.swallow = true;
+                    self.deferred.remove(&name);
+                    self.version += 1;
+                }
                 Some(Expect::ParseNamed(b)) => {
                     let (name, p) = *b;
+                    self.deferred.remove(&name);
                     self.prepared.insert(name, p);
                     self.version += 1;
                 }
                 Some(Expect::ParseUnnamed) => {
+                    self.deferred.remove("");
                     if let Some((buf, changes)) = self.unnamed_pending.pop_front() {
                         let search_path = self.search_path();
                         let old = self.unnamed.replace(Prepared {
@@ -276,6 +300,7 @@ impl Ledger {
             }
             BackendTag::CloseComplete => match self.replies.queue.pop_front() {
                 Some(Expect::Close(Some(name))) => {
+                    self.deferred.remove(&name);
                     if self.prepared.remove(&name).is_some() {
                         self.version += 1;
                     }
@@ -286,7 +311,7 @@ impl Ledger {
             BackendTag::CommandComplete => {
                 let tag = cstr(body).map(|(t, _)| t).unwrap_or_default();
                 match self.replies.queue.front_mut() {
-                    Some(Expect::Query { stmts, next }) => {
+                    Some(Expect::Query { stmts, next, .. }) => {
                         let changes = stmts
                             .as_mut()
                             .and_then(|s| s.get_mut(*next))
@@ -311,19 +336,32 @@ impl Ledger {
             }
             BackendTag::ErrorResponse => {
                 self.replies.error = true;
+                if let Some(Expect::Query { swallow_error, .. }) = self.replies.queue.front_mut() {
+                    if std::mem::take(swallow_error) {
+                        self.replies.swallow = true;
+                        return;
+                    }
+                }
                 match self.replies.queue.front() {
                     // A simple query or function call failed, or the commit
                     // at a Sync: its own ReadyForQuery follows, nothing is
                     // skipped.
-                    None | Some(Expect::Query { .. } | Expect::FunctionCall | Expect::Sync) => {}
+                    None
+                    | Some(
+                        Expect::Query { .. }
+                        | Expect::FunctionCall
+                        | Expect::Sync
+                        | Expect::LazySync,
+                    ) => {}
                     // An extended message failed: the server skips every
                     // message up to the next Sync, whatever it is.
                     Some(_) => {
                         while let Some(front) = self.replies.queue.front() {
-                            if matches!(front, Expect::Sync) {
+                            if matches!(front, Expect::Sync | Expect::LazySync) {
                                 break;
                             }
                             match self.replies.queue.pop_front() {
+                                Some(Expect::LazyParse(_)) => self.replies.lazy_pending -= 1,
                                 Some(Expect::ParseUnnamed) => {
                                     if let Some((buf, _)) = self.unnamed_pending.pop_front() {
                                         self.spare.push(buf);
@@ -335,6 +373,15 @@ impl Ledger {
                                 _ => {}
                             }
                         }
+                        // pgbaton's own Parse before a simple query failed:
+                        // that error answers the query (see `lazy`).
+                        if matches!(self.replies.queue.front(), Some(Expect::LazySync)) {
+                            if let Some(Expect::Query { swallow_error, .. }) =
+                                self.replies.queue.get_mut(1)
+                            {
+                                *swallow_error = true;
+                            }
+                        }
                         // Its Sync is not sent yet: what comes before it is
                         // skipped too.
                         self.replies.skipping = self.replies.queue.is_empty();
@@ -344,8 +391,17 @@ impl Ledger {
             BackendTag::ReadyForQuery => {
                 // Whatever did not answer before ReadyForQuery never will.
                 while let Some(e) = self.replies.queue.pop_front() {
+                    if matches!(e, Expect::LazySync) {
+                        // pgbaton's own Sync: its ReadyForQuery is not the
+                        // client's, the transaction status it reports is.
+                        self.replies.lazy_pending -= 1;
+                        self.replies.swallow = true;
+                    }
                     if e.ends_batch() {
                         break;
+                    }
+                    if let Expect::LazyParse(_) = e {
+                        self.replies.lazy_pending -= 1;
                     }
                     self.desync();
                 }
@@ -405,8 +461,12 @@ impl Ledger {
                 }
                 Change::Deallocate(Some(name)) => {
                     self.prepared.remove(name);
+                    self.deferred.remove(name);
                 }
-                Change::Deallocate(None) => self.prepared.clear(),
+                Change::Deallocate(None) => {
+                    self.prepared.clear();
+                    self.deferred.retain(|n, _| n.is_empty());
+                }
                 Change::AdvisoryLock => self.blockers.advisory_locks += 1,
                 Change::AdvisoryUnlock => {
                     self.blockers.advisory_locks = self.blockers.advisory_locks.saturating_sub(1)
@@ -426,6 +486,7 @@ impl Ledger {
                 }
                 Change::Discard(Discard::All) => {
                     self.prepared.clear();
+                    self.deferred.retain(|n, _| n.is_empty());
                     self.blockers.advisory_locks = 0;
                     self.vars.apply(c, tag);
                 }

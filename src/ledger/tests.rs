@@ -192,3 +192,65 @@ fn an_error_in_a_simple_query_skips_nothing() {
     assert!(l.prepared().contains_key("after"));
     assert!(!l.is_desynced());
 }
+
+fn deferred_ledger() -> Ledger {
+    let mut l = Ledger::default();
+    parse(&mut l, "s1", "SELECT x FROM t");
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::ParseComplete, b"");
+    ready(&mut l, b'I');
+    l.defer([("s1".to_string(), vec![])].into_iter().collect());
+    l
+}
+
+#[test]
+fn a_deferred_statement_is_prepared_before_its_first_bind() {
+    let mut l = deferred_ledger();
+    let bind = b"\0s1\0\0\0\0\0\0\0";
+    let msgs = l
+        .lazy_parse_for(F::Bind, bind, false)
+        .expect("a Parse first");
+    assert_eq!(msgs[0], b'P');
+    assert!(l.lazy_parse_for(F::Bind, bind, false).is_none(), "once");
+    l.on_frontend(F::Bind, bind);
+    l.on_frontend(F::Execute, b"\0\0\0\0\0");
+    l.on_frontend(F::Sync, b"");
+    l.on_backend(B::ParseComplete, b"");
+    assert!(l.take_swallow(), "pgbaton's own ParseComplete");
+    l.on_backend(B::BindComplete, b"");
+    assert!(!l.take_swallow());
+    complete(&mut l, "SELECT 1");
+    ready(&mut l, b'I');
+    assert!(!l.take_swallow());
+    assert!(l.deferred().is_empty());
+    assert!(!l.is_desynced());
+    assert!(!l.swallow_pending());
+}
+
+#[test]
+fn a_failed_lazy_prepare_answers_the_execute_with_its_own_error() {
+    let mut l = deferred_ledger();
+    let msgs = l
+        .lazy_parse_for(F::Query, b"EXECUTE s1\0", false)
+        .expect("Parse and Sync first");
+    assert_eq!((msgs[0], msgs[msgs.len() - 5]), (b'P', b'S'));
+    query(&mut l, "EXECUTE s1");
+    // The Parse fails: that error is the client's.
+    l.on_backend(B::ErrorResponse, b"SERROR\0C42P01\0\0");
+    assert!(!l.take_swallow());
+    ready(&mut l, b'I');
+    assert!(l.take_swallow(), "pgbaton's own Sync's ReadyForQuery");
+    // The EXECUTE's own error (no such statement) is not.
+    l.on_backend(B::ErrorResponse, b"SERROR\0C26000\0\0");
+    assert!(l.take_swallow());
+    ready(&mut l, b'I');
+    assert!(
+        !l.take_swallow(),
+        "the query's ReadyForQuery is the client's"
+    );
+    assert!(l.deferred().contains_key("s1"), "still deferred");
+    assert!(!l.is_desynced());
+    assert!(!l.swallow_pending());
+    // Not helped inside an extended batch, where a Sync would end it.
+    assert!(l.lazy_parse_for(F::Query, b"EXECUTE s1\0", true).is_none());
+}

@@ -37,6 +37,16 @@ pub struct LedgerSummary {
 }
 
 impl Ledger {
+    /// What a move does with a prepared statement: re-create it, or (when
+    /// its Parse failed on this server after a move) it is not there yet.
+    fn on_move_of(&self, name: &str) -> &'static str {
+        if self.deferred.contains_key(name) {
+            "deferred: prepared at its first use (its Parse failed on this server)"
+        } else {
+            "re-created"
+        }
+    }
+
     pub fn summary(&self) -> LedgerSummary {
         let v = self.vars();
         LedgerSummary {
@@ -83,10 +93,20 @@ impl Ledger {
                 PreparedKind::Sql { .. } => "prepared (SQL)",
                 PreparedKind::Protocol { .. } => "prepared (protocol)",
             };
-            rows.push(row(kind, name.clone(), p.query_text(), "re-created"));
+            rows.push(row(
+                kind,
+                name.clone(),
+                p.query_text(),
+                self.on_move_of(name),
+            ));
         }
         if let Some(p) = &self.unnamed {
-            rows.push(row("unnamed statement", "", p.query_text(), "re-created"));
+            rows.push(row(
+                "unnamed statement",
+                "",
+                p.query_text(),
+                self.on_move_of(""),
+            ));
         }
         for ch in &v.listen {
             rows.push(row("listen", ch.clone(), "", "re-created"));

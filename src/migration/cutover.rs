@@ -7,7 +7,7 @@
 use super::identity::split_brain_warning;
 use super::plan::{state_differences, ReplayPlan};
 use super::stage::{Move, Reply, Stage};
-use super::target::{prestage, read_state, replay_batch, PrestageInput, Staged};
+use super::target::{prestage, read_state, replay_batch, Batch, PrestageInput, Staged};
 use super::{history::Status, MoveError, MoveOutcome, MoveRequest};
 use crate::cancel::CancelTarget;
 use crate::ledger::check::{Depth, ServerState};
@@ -18,6 +18,7 @@ use crate::session::registry::CheckError;
 use crate::session::relay::Relay;
 use crate::session::relay::RelayCtx;
 use bytes::{Bytes, BytesMut};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,6 +129,47 @@ impl Relay {
         self.answer_move(m.reply, result, Some(&m.request));
     }
 
+    /// Statements the target could not prepare are deferred only when they
+    /// cannot be prepared on the source either (their table is gone there
+    /// too): then the session sees on the target what it would have seen
+    /// on the source. One that the source can prepare means the target
+    /// lacks what the session uses, and the move is refused as before.
+    async fn confirm_deferred(&mut self, staged: &Staged) -> Result<(), MoveError> {
+        let refused = |name: &str, error: &str| MoveError::Replay {
+            backend: staged.backend.name.clone(),
+            message: format!("prepared statement \"{name}\": {error}"),
+        };
+        let path = self.ledger.vars().settings.get("search_path").cloned();
+        let mut probes = Vec::new();
+        for (name, (types, error)) in &staged.deferred {
+            let p = if name.is_empty() {
+                self.ledger.unnamed()
+            } else {
+                self.ledger.prepared().get(name)
+            };
+            // Under another search_path the source could resolve other
+            // names: no verdict, no move.
+            let Some(p) = p.filter(|p| p.search_path == path) else {
+                return Err(refused(name, error));
+            };
+            probes.push((name, p.query_text(), types.clone(), error));
+        }
+        let parses: Vec<(String, Vec<u32>)> = probes
+            .iter()
+            .map(|(_, q, t, _)| (q.clone(), t.clone()))
+            .collect();
+        let works = self
+            .probe_parses(&parses)
+            .await
+            .map_err(|e| MoveError::SourceLost(e.to_string()))?;
+        for ((name, _, _, error), works) in probes.iter().zip(works) {
+            if works {
+                return Err(refused(name, error));
+            }
+        }
+        Ok(())
+    }
+
     /// At a safe point with a staged target: the pause. `Err` leaves the
     /// session on its source; `SourceLost` means the source is gone too.
     pub(crate) async fn cutover(
@@ -150,13 +192,29 @@ impl Relay {
         if let Some(light) = &light {
             self.refuse_blockers(light, &staged)?;
         }
+        if !staged.deferred.is_empty() {
+            self.confirm_deferred(&staged).await?;
+        }
         // What the wire saw since pre-staging (a statement prepared again
         // under its old name and types, say) is not in the states compared.
         let ledger_moved = ReplayPlan::from_ledger(&self.ledger) != staged.plan;
+        // Statements prepared lazily (not on the source now, or not on the
+        // target) are not compared: the ledger carries them.
+        let lazy = |staged: &Staged, ledger: &crate::ledger::Ledger| -> BTreeSet<String> {
+            staged
+                .deferred
+                .keys()
+                .chain(ledger.deferred().keys())
+                .cloned()
+                .collect()
+        };
+        let skip = lazy(&staged, &self.ledger);
         let mut differences = match &light {
-            Some(light) if staged.state.is_light() => {
-                state_differences(light, &staged.state, &settable)
-            }
+            Some(light) if staged.state.is_light() => state_differences(
+                &without(light, &skip),
+                &without(&staged.state, &skip),
+                &settable,
+            ),
             Some(_) => vec!["the target's light check was refused".into()],
             None => vec!["the light check failed".into()],
         };
@@ -179,7 +237,8 @@ impl Relay {
                 read_state(&mut staged, &custom)
             )?;
             self.refuse_blockers(&source, &staged)?;
-            differences = state_differences(&source, &target, &[]);
+            differences =
+                state_differences(&without(&source, &skip), &without(&target, &skip), &[]);
             if ledger_moved {
                 differences.push("the session changed its state since pre-staging".into());
             }
@@ -213,16 +272,33 @@ impl Relay {
             // then the replay and the check. What DISCARD ALL reports goes
             // where the replay's reports go, so the client is never told the
             // target's defaults.
-            let mut batch = BytesMut::new();
-            postgres_protocol::message::frontend::query("DISCARD ALL", &mut batch)
+            let mut discard = BytesMut::new();
+            postgres_protocol::message::frontend::query("DISCARD ALL", &mut discard)
                 .expect("static query");
-            batch.extend_from_slice(&replay_batch(
-                &plan,
-                self.ledger.custom_names(),
-                Depth::Full,
-            ));
-            let state = staged.run(&batch, 3).await?;
-            let left = state_differences(&source, &state, &[]);
+            let batch = Batch::after(
+                &discard,
+                1,
+                replay_batch(&plan, self.ledger.custom_names(), Depth::Full),
+            );
+            // What this replay cannot prepare is deferred, and so is what
+            // the source itself does not hold (deferred there already).
+            staged.deferred.clear();
+            let state = staged.run(&batch).await?;
+            for (name, p) in self.ledger.prepared() {
+                if !plan.prepared.iter().any(|s| &s.name == name) {
+                    let types = self
+                        .ledger
+                        .deferred()
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_else(|| ReplayPlan::unnamed_param_types(p));
+                    staged
+                        .deferred
+                        .insert(name.clone(), (types, "not on the source".into()));
+                }
+            }
+            let skip = lazy(&staged, &self.ledger);
+            let left = state_differences(&without(&source, &skip), &without(&state, &skip), &[]);
             if !left.is_empty() {
                 return Err(MoveError::Verify {
                     backend: staged.backend.name.clone(),
@@ -386,6 +462,14 @@ impl Relay {
             self.to_client.push(m);
         }
         self.backend = staged.backend;
+        // Prepared at their first use on the new server.
+        self.ledger.defer(
+            staged
+                .deferred
+                .into_iter()
+                .map(|(name, (types, _))| (name, types))
+                .collect(),
+        );
         let old_pid = std::mem::replace(&mut self.server_pid, staged.pid);
         ctx.shared.cancel.update(
             ctx.cancel_key,
@@ -470,4 +554,18 @@ async fn drain_notifications(
             _ => return,
         }
     }
+}
+
+/// `state` without the prepared statements named in `skip` (a clone only
+/// when there are any).
+fn without<'a>(
+    state: &'a ServerState,
+    skip: &BTreeSet<String>,
+) -> std::borrow::Cow<'a, ServerState> {
+    if skip.is_empty() || !state.prepared.iter().any(|p| skip.contains(&p.name)) {
+        return std::borrow::Cow::Borrowed(state);
+    }
+    let mut s = state.clone();
+    s.prepared.retain(|p| !skip.contains(&p.name));
+    std::borrow::Cow::Owned(s)
 }

@@ -176,10 +176,18 @@ impl ReplayPlan {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Appends the replay (no Sync): one implicit transaction, so a failure
-    /// anywhere leaves nothing half-applied that matters (the connection is
-    /// dropped anyway).
-    pub fn write(&self, out: &mut BytesMut) {
+    /// Appends the replay, in Sync-terminated parts. Each prepared
+    /// statement's Parse is a part of its own, so one that fails there (its
+    /// table dropped since it was prepared, say) fails alone and is
+    /// prepared lazily after the move (see `ledger::lazy`); its search_path
+    /// is set in the part before, which its failure cannot roll back. A
+    /// failure anywhere else fails the move (the connection is dropped).
+    pub fn write(&self, out: &mut BytesMut) -> ReplayParts {
+        let mut parts = ReplayParts::default();
+        let sync = |out: &mut BytesMut, parts: &mut ReplayParts| {
+            write::message(out, b'S', |_| {});
+            parts.syncs += 1;
+        };
         if let Some(a) = &self.session_authorization {
             utility(
                 out,
@@ -204,12 +212,21 @@ impl ReplayPlan {
         let mut current = final_path.clone();
         for p in &self.prepared {
             use_search_path(out, &mut current, p.search_path.as_deref());
-            frontend::parse(&p.name, &p.query, p.param_types.iter().copied(), out)
-                .expect("names without NUL");
+            sync(out, &mut parts);
+            if frontend::parse(&p.name, &p.query, p.param_types.iter().copied(), out).is_ok() {
+                parts
+                    .lazy
+                    .push((parts.syncs, p.name.clone(), p.param_types.clone()));
+            }
+            sync(out, &mut parts);
         }
         if let Some((body, path)) = &self.unnamed {
             use_search_path(out, &mut current, path.as_deref());
+            sync(out, &mut parts);
             write::message(out, b'P', |b| b.put_slice(body));
+            let types = parse_body(body).map(|p| p.param_types).unwrap_or_default();
+            parts.lazy.push((parts.syncs, String::new(), types));
+            sync(out, &mut parts);
         }
         use_search_path(out, &mut current, final_path.as_deref());
         for ch in &self.listen {
@@ -222,7 +239,18 @@ impl ReplayPlan {
         if let Some(r) = &self.role {
             utility(out, &format!("SET ROLE {}", quote_ident(r)));
         }
+        sync(out, &mut parts);
+        parts
     }
+}
+
+/// The Sync-terminated parts a replay wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayParts {
+    pub syncs: usize,
+    /// Parts (from 0) that prepare one statement each: the statement's name
+    /// (empty for the unnamed one) and parameter types.
+    pub lazy: Vec<(usize, String, Vec<u32>)>,
 }
 
 /// Switches the search_path for the next Parse when it differs from the

@@ -5,7 +5,7 @@
 //! verification, and most moves pause for one round trip only.
 
 use super::identity::identity;
-use super::plan::ReplayPlan;
+use super::plan::{ReplayParts, ReplayPlan};
 use super::MoveError;
 use crate::config::Backend;
 use crate::ledger::check::{check_batch, Depth, ServerState};
@@ -17,7 +17,7 @@ use crate::proxy::Shared;
 use crate::server::batch::{run_batches, BatchError};
 use crate::session::check::{check_result, CHECK_LIMIT};
 use bytes::{Bytes, BytesMut};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::io::{ReadHalf, WriteHalf};
 
@@ -38,6 +38,10 @@ pub struct Staged {
     pub plan: ReplayPlan,
     /// Notifications and notices that arrived for the client meanwhile.
     pub pending: Vec<Bytes>,
+    /// Prepared statements whose Parse failed here: prepared lazily, at
+    /// their first use after the move, when they fail on the source too.
+    /// Name, then parameter types and the target's error.
+    pub deferred: BTreeMap<String, (Vec<u32>, String)>,
     /// When pre-staging finished.
     pub ready_at: tokio::time::Instant,
     /// Source and target are copies of one cluster (same system identifier)
@@ -100,16 +104,19 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
     let mut full = BytesMut::with_capacity(2048);
     check_batch(&custom_names, Depth::Full, &mut full);
     crate::protocol::write::message(&mut full, b'S', |_| {});
+    let mut deferred = BTreeMap::new();
     let state = replay(
-        &mut r,
-        &mut w,
-        &mut buf,
+        &mut Conn {
+            r: &mut r,
+            w: &mut w,
+            buf: &mut buf,
+            backend: &target.name,
+            params: &mut params,
+            pending: &mut pending,
+        },
         &batch,
-        2,
-        &target.name,
-        &mut params,
-        &mut pending,
         Some(&full),
+        &mut deferred,
     )
     .await?;
     Ok(Staged {
@@ -124,6 +131,7 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         settable: dst.settable.clone(),
         plan,
         pending,
+        deferred,
         ready_at: tokio::time::Instant::now(),
         // A backend marked foreign is declared independent, even when it
         // began as a copy (servers cloned from one data directory).
@@ -132,20 +140,51 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
     })
 }
 
-/// The replay, Sync, then the check, Sync: the check runs after the
-/// replay's implicit transaction committed, since LISTEN only takes effect at
-/// commit. Both go in one write: one round trip.
-pub fn replay_batch(
-    plan: &ReplayPlan,
-    custom_names: &BTreeSet<String>,
-    depth: Depth<'_>,
-) -> BytesMut {
-    let mut batch = BytesMut::with_capacity(4096);
-    plan.write(&mut batch);
-    crate::protocol::write::message(&mut batch, b'S', |_| {});
-    check_batch(custom_names, depth, &mut batch);
-    crate::protocol::write::message(&mut batch, b'S', |_| {});
-    batch
+/// Messages for a target, in Sync-terminated parts, with the parts whose
+/// failure only defers a prepared statement.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub bytes: BytesMut,
+    pub parts: ReplayParts,
+}
+
+impl Batch {
+    /// A batch that starts with `before` (`syncs` parts of pgbaton's own),
+    /// then `rest`.
+    pub fn after(before: &[u8], syncs: usize, rest: Batch) -> Batch {
+        let mut bytes = BytesMut::with_capacity(before.len() + rest.bytes.len());
+        bytes.extend_from_slice(before);
+        bytes.extend_from_slice(&rest.bytes);
+        let mut parts = rest.parts;
+        parts.syncs += syncs;
+        for (part, _, _) in &mut parts.lazy {
+            *part += syncs;
+        }
+        Batch { bytes, parts }
+    }
+
+    /// A batch of `syncs` parts none of which may fail.
+    pub fn strict(bytes: BytesMut, syncs: usize) -> Batch {
+        Batch {
+            bytes,
+            parts: ReplayParts {
+                syncs,
+                lazy: Vec::new(),
+            },
+        }
+    }
+}
+
+/// The replay's parts, then the check, Sync: the check runs after the
+/// replay's implicit transactions committed, since LISTEN only takes effect
+/// at commit. All go in one write: one round trip.
+pub fn replay_batch(plan: &ReplayPlan, custom_names: &BTreeSet<String>, depth: Depth<'_>) -> Batch {
+    let mut bytes = BytesMut::with_capacity(4096);
+    let mut parts = plan.write(&mut bytes);
+    check_batch(custom_names, depth, &mut bytes);
+    crate::protocol::write::message(&mut bytes, b'S', |_| {});
+    parts.syncs += 1;
+    Batch { bytes, parts }
 }
 
 /// Reads a staged target's full state: one round trip, for a move whose
@@ -157,52 +196,65 @@ pub async fn read_state(
     let mut batch = BytesMut::with_capacity(2048);
     check_batch(custom_names, Depth::Full, &mut batch);
     crate::protocol::write::message(&mut batch, b'S', |_| {});
-    staged.run(&batch, 1).await
+    staged.run(&Batch::strict(batch, 1)).await
 }
 
 impl Staged {
-    /// Runs `batch`, `syncs` parts ending with a check, on the target;
-    /// returns the state the check read.
-    pub async fn run(&mut self, batch: &[u8], syncs: usize) -> Result<ServerState, MoveError> {
+    /// Runs `batch`, whose last part is a check, on the target; returns the
+    /// state the check read. Statements deferred by it are added to
+    /// `self.deferred`.
+    pub async fn run(&mut self, batch: &Batch) -> Result<ServerState, MoveError> {
         replay(
-            &mut self.r,
-            &mut self.w,
-            &mut self.buf,
+            &mut Conn {
+                r: &mut self.r,
+                w: &mut self.w,
+                buf: &mut self.buf,
+                backend: &self.backend.name,
+                params: &mut self.params,
+                pending: &mut self.pending,
+            },
             batch,
-            syncs,
-            &self.backend.name,
-            &mut self.params,
-            &mut self.pending,
             None,
+            &mut self.deferred,
         )
         .await
     }
 }
 
-/// Runs a [`replay_batch`] (two Syncs) or a lone check (one); returns the
-/// state the check read. The target's ParameterStatus values go to `params`
-/// and whatever else arrives for the client to `pending`. When the replay
-/// went through but a light check at its end was refused (a setting the
+/// A target connection and where what it sends on its own goes.
+struct Conn<'a> {
+    r: &'a mut ReadHalf<Stream>,
+    w: &'a mut WriteHalf<Stream>,
+    buf: &'a mut BytesMut,
+    backend: &'a str,
+    params: &'a mut Vec<(Vec<u8>, Vec<u8>)>,
+    pending: &'a mut Vec<Bytes>,
+}
+
+/// Runs a [`Batch`] whose last part is a check; returns the state the check
+/// read. The target's ParameterStatus values go to `conn.params` and
+/// whatever else arrives for the client to `conn.pending`. An error in a
+/// part that prepares one statement defers that statement (into
+/// `deferred`); any other error fails the replay. When the replay went
+/// through but a light check at its end was refused (a setting the
 /// session's role may not read, say), `fallback`, a full check, is run
 /// instead: the cutover then compares the full states.
-#[allow(clippy::too_many_arguments)]
 async fn replay(
-    r: &mut ReadHalf<Stream>,
-    w: &mut WriteHalf<Stream>,
-    buf: &mut BytesMut,
-    mut batch: &[u8],
-    mut syncs: usize,
-    backend: &str,
-    params: &mut Vec<(Vec<u8>, Vec<u8>)>,
-    pending: &mut Vec<Bytes>,
+    conn: &mut Conn<'_>,
+    batch: &Batch,
     mut fallback: Option<&[u8]>,
+    deferred: &mut BTreeMap<String, (Vec<u32>, String)>,
 ) -> Result<ServerState, MoveError> {
+    let backend = conn.backend;
     let failed = |message: String| MoveError::Replay {
         backend: backend.to_string(),
         message,
     };
+    let (mut bytes, mut syncs, mut lazy) =
+        (&batch.bytes[..], batch.parts.syncs, &batch.parts.lazy[..]);
     loop {
-        let run = run_batches(r, w, buf, batch, syncs, |tag, msg| {
+        let (params, pending) = (&mut *conn.params, &mut *conn.pending);
+        let run = run_batches(conn.r, conn.w, conn.buf, bytes, syncs, |tag, msg| {
             if tag == BackendTag::ParameterStatus {
                 // Swallowed: the client only gets values that differ, at the swap.
                 if let Some((n, v)) = crate::protocol::backend::parameter_status(&msg[5..]) {
@@ -215,7 +267,7 @@ async fn replay(
                 pending.push(msg);
             }
         });
-        let reply = match tokio::time::timeout(CHECK_LIMIT, run).await {
+        let mut reply = match tokio::time::timeout(CHECK_LIMIT, run).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(BatchError::Fatal { message, .. })) | Ok(Err(BatchError::Protocol(message))) => {
                 return Err(failed(message))
@@ -232,12 +284,26 @@ async fn replay(
             }
             Err(_) => return Err(failed("the target did not answer in time".into())),
         };
-        match (&reply.error, fallback.take()) {
-            (Some((code, message)), Some(full)) if syncs > 1 && reply.error_part == syncs - 1 => {
-                tracing::debug!(%code, %message, "the light check was refused; reading the full state");
-                (batch, syncs) = (full, 1);
+        // A statement that cannot be prepared here now is prepared at its
+        // first use; everything else must have worked.
+        let mut strict = None;
+        for (part, code, message) in std::mem::take(&mut reply.errors) {
+            match lazy.iter().find(|(p, _, _)| *p == part) {
+                Some((_, name, types)) => {
+                    tracing::info!(statement = %name, %code, %message, "prepared statement deferred: it is prepared again at its first use");
+                    deferred.insert(name.clone(), (types.clone(), format!("{message} ({code})")));
+                }
+                None if strict.is_none() => strict = Some((part, code, message)),
+                None => {}
             }
-            (Some((code, message)), _) => return Err(failed(format!("{message} ({code})"))),
+        }
+        reply.error = None;
+        match (strict, fallback.take()) {
+            (Some((part, code, message)), Some(full)) if syncs > 1 && part == syncs - 1 => {
+                tracing::debug!(%code, %message, "the light check was refused; reading the full state");
+                (bytes, syncs, lazy) = (full, 1, &[]);
+            }
+            (Some((_, code, message)), _) => return Err(failed(format!("{message} ({code})"))),
             (None, _) => return check_result(reply).map_err(|e| failed(e.to_string())),
         }
     }

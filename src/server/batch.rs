@@ -21,6 +21,8 @@ pub struct BatchReply {
     pub error: Option<(String, String)>,
     /// Which Sync-terminated part of the batch (from 0) that error ended.
     pub error_part: usize,
+    /// Every ErrorResponse: its part, SQLSTATE and message.
+    pub errors: Vec<(usize, String, String)>,
     /// Transaction status of the final ReadyForQuery.
     pub status: u8,
 }
@@ -95,10 +97,12 @@ pub async fn run_batches(
                         raw: msg.clone(),
                     });
                 }
+                let part = syncs.max(1) - remaining;
                 if reply.error.is_none() {
-                    reply.error = Some((code, message));
-                    reply.error_part = syncs.max(1) - remaining;
+                    reply.error = Some((code.clone(), message.clone()));
+                    reply.error_part = part;
                 }
+                reply.errors.push((part, code, message));
             }
             BackendTag::ReadyForQuery => {
                 reply.status = body.first().copied().unwrap_or(b'I');

@@ -7,7 +7,7 @@ use super::registry::CheckError;
 use super::relay::Relay;
 use crate::ledger::check::{check_batch, Depth, ServerState};
 use crate::protocol::backend::BackendTag;
-use crate::server::batch::{run_batch, BatchError};
+use crate::server::batch::{run_batch, run_batches, BatchError};
 use bytes::BytesMut;
 use std::time::Duration;
 
@@ -29,7 +29,67 @@ pub fn check_result(reply: crate::server::batch::BatchReply) -> Result<ServerSta
         .map_err(|e| CheckError::Server(format!("unreadable check result: {e}")))
 }
 
+/// Name of the statement a probe parses on a client's connection.
+const PROBE_NAME: &str = "pgbaton_probe";
+
 impl Relay {
+    /// Whether each statement (text, parameter types) can be prepared on
+    /// the session's server now, at a safe point: Parse, Close, Sync each,
+    /// in one round trip, leaving nothing behind.
+    pub(crate) async fn probe_parses(
+        &mut self,
+        statements: &[(String, Vec<u32>)],
+    ) -> Result<Vec<bool>, CheckError> {
+        let mut batch = BytesMut::with_capacity(256 * statements.len());
+        for (query, types) in statements {
+            postgres_protocol::message::frontend::parse(
+                PROBE_NAME,
+                query,
+                types.iter().copied(),
+                &mut batch,
+            )
+            .map_err(|e| CheckError::Server(e.to_string()))?;
+            postgres_protocol::message::frontend::close(b'S', PROBE_NAME, &mut batch)
+                .expect("static name");
+            postgres_protocol::message::frontend::sync(&mut batch);
+        }
+        let to_client = &mut self.to_client;
+        let ledger = &mut self.ledger;
+        let run = run_batches(
+            &mut self.server_r,
+            &mut self.server_w,
+            &mut self.server_in.buf,
+            &batch,
+            statements.len(),
+            |tag, msg| {
+                if tag == BackendTag::ParameterStatus {
+                    ledger.on_backend(tag, &msg[5..]);
+                }
+                to_client.push(msg);
+            },
+        );
+        let reply = match tokio::time::timeout(CHECK_LIMIT, run).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(BatchError::Fatal { raw, message, .. })) => {
+                self.to_client.push(raw);
+                return Err(CheckError::Broken(message));
+            }
+            Ok(Err(e)) => return Err(CheckError::Broken(e.to_string())),
+            Err(_) => {
+                return Err(CheckError::Broken(
+                    "the server did not answer in time".into(),
+                ))
+            }
+        };
+        let mut works = vec![true; statements.len()];
+        for (part, _, _) in reply.errors {
+            if let Some(w) = works.get_mut(part) {
+                *w = false;
+            }
+        }
+        Ok(works)
+    }
+
     /// Runs the check. The caller guarantees a safe point. An error other
     /// than `Server` means the connection's protocol state is unknown and the
     /// session must end.

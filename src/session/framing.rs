@@ -45,6 +45,8 @@ impl Relay {
             }
             let mut end = 0;
             let mut hold = None;
+            // Messages of pgbaton's own to send before the current one.
+            let mut inject = None;
             // Bytes up to here are dropped, not forwarded.
             let mut discarded = 0;
             while let Some(frame) = peek_frame(&inbox.buf[end..], |t| {
@@ -75,6 +77,14 @@ impl Relay {
                         hold = Some(frame.total);
                         break;
                     }
+                    if !self.ledger.deferred().is_empty() {
+                        inject = self
+                            .ledger
+                            .lazy_parse_for(tag, body, self.tracker.batch_open());
+                        if inject.is_some() {
+                            break;
+                        }
+                    }
                     // What the server skips after an error gets no reply.
                     if !self.ledger.skipping() || tag == FrontendTag::Sync {
                         self.tracker.on_frontend(tag);
@@ -95,6 +105,15 @@ impl Relay {
                     inbox.partial = Some((frame.tag, frame.total));
                     break;
                 } else {
+                    if tag == FrontendTag::Bind && !self.ledger.deferred().is_empty() {
+                        let prefix = &inbox.buf[(end + HEADER_LEN).min(inbox.buf.len())..];
+                        inject = self
+                            .ledger
+                            .lazy_parse_for(tag, prefix, self.tracker.batch_open());
+                        if inject.is_some() {
+                            break;
+                        }
+                    }
                     if !self.ledger.skipping() {
                         self.tracker.on_frontend(tag);
                     }
@@ -117,6 +136,12 @@ impl Relay {
             }
             if end > 0 {
                 self.to_server.push(inbox.buf.split_to(end).freeze());
+            }
+            if let Some(msgs) = inject {
+                // Then the message that needed them, framed again (the
+                // ledger now expects their replies, so nothing repeats).
+                self.to_server.push(msgs.freeze());
+                continue;
             }
             if let Some(total) = hold {
                 // Held until everything before it is answered; nothing
@@ -165,8 +190,19 @@ impl Relay {
                         );
                     }
                     let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
-                    self.tracker.on_backend(tag, body);
                     self.ledger.on_backend(tag, body);
+                    if self.ledger.take_swallow() {
+                        // The reply to pgbaton's own request (a deferred
+                        // statement prepared at its first use): not the
+                        // client's, nor counted as an answer to it.
+                        if end > 0 {
+                            self.to_client.push(inbox.buf.split_to(end).freeze());
+                            end = 0;
+                        }
+                        let _ = inbox.buf.split_to(frame.total);
+                        continue;
+                    }
+                    self.tracker.on_backend(tag, body);
                     if tag == BackendTag::ErrorResponse {
                         // Requests the error made the server skip will get
                         // no ReadyForQuery.
@@ -177,7 +213,7 @@ impl Relay {
                         }
                     }
                     end += frame.total;
-                } else if server_needs_body(tag) {
+                } else if server_needs_body(tag) || self.ledger.swallow_pending() {
                     inbox.buf.reserve(frame.total - have);
                     break;
                 } else {

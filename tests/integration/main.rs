@@ -15,6 +15,7 @@ mod demo;
 mod drain;
 mod dry_run;
 mod errors;
+mod lazy_prepare;
 mod ledger;
 mod logging;
 mod migrate;

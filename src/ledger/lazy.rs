@@ -1,0 +1,177 @@
+//! Prepared statements a move could not create on the new server: their
+//! Parse failed there (a table dropped since they were prepared, say), where
+//! on the old server they would just have failed when executed, or worked
+//! again once the table was back. The session keeps them; each is prepared
+//! on the server right before its first use (a Bind or Describe naming it,
+//! an `EXECUTE` or `DEALLOCATE` of it), and the reply to that Parse is the
+//! client's business only when it is an error: then the client gets the
+//! error the old server would have given, in place of its request's.
+//!
+//! The injected messages get expectations of their own in the reply queue
+//! ([`Expect::LazyParse`], [`Expect::LazySync`]); the relay drops the replies
+//! the ledger marks as pgbaton's own (see [`Ledger::take_swallow`]).
+
+use super::change::{query_changes, Change};
+use super::replies::Expect;
+use super::{Ledger, Prepared, PreparedKind};
+use crate::protocol::codec::cstr;
+use crate::protocol::frontend::{self, FrontendTag};
+use bytes::BytesMut;
+use std::collections::BTreeMap;
+
+/// What a stand-in for a statement that only goes away needs to be: any
+/// statement at all (a DEALLOCATE of it must succeed, as on the old server).
+const STAND_IN: &str = "SELECT";
+
+impl Ledger {
+    /// Statements not prepared on the current server: name (empty for the
+    /// unnamed one) and parameter types.
+    pub fn deferred(&self) -> &BTreeMap<String, Vec<u32>> {
+        &self.deferred
+    }
+
+    /// After a move: these statements are not prepared on the new server.
+    pub fn defer(&mut self, deferred: BTreeMap<String, Vec<u32>>) {
+        if deferred != self.deferred {
+            self.version += 1;
+        }
+        self.deferred = deferred;
+    }
+
+    fn statement(&self, name: &str) -> Option<&Prepared> {
+        if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.prepared.get(name)
+        }
+    }
+
+    /// A Parse of `name` is on its way: pgbaton's own, or the client's
+    /// (which replaces the deferred one).
+    fn lazy_in_flight(&self, name: &str) -> bool {
+        (name.is_empty() && !self.unnamed_pending.is_empty())
+            || self.replies.queue.iter().any(|e| match e {
+                Expect::LazyParse(n) => n == name,
+                Expect::ParseNamed(b) => b.0 == name,
+                _ => false,
+            })
+    }
+
+    /// The messages to send before the client's message `tag` (`body`
+    /// complete, or the first bytes of a Bind), when it uses a deferred
+    /// statement; their expectations are queued. `batch_open`: the client
+    /// is inside an extended batch, where a Sync of pgbaton's own would
+    /// end it, so an `EXECUTE` there is not helped.
+    pub fn lazy_parse_for(
+        &mut self,
+        tag: FrontendTag,
+        body: &[u8],
+        batch_open: bool,
+    ) -> Option<BytesMut> {
+        if self.deferred.is_empty() || self.replies.skipping {
+            return None;
+        }
+        match tag {
+            FrontendTag::Bind => {
+                let (_, rest) = cstr(body)?;
+                let (stmt, _) = cstr(rest)?;
+                let name = String::from_utf8_lossy(stmt).into_owned();
+                self.inject(&name, false)
+            }
+            FrontendTag::Describe => match body.split_first() {
+                Some((b'S', rest)) => {
+                    let (stmt, _) = cstr(rest)?;
+                    let name = String::from_utf8_lossy(stmt).into_owned();
+                    self.inject(&name, false)
+                }
+                _ => None,
+            },
+            FrontendTag::Query if !batch_open => {
+                let stmts = query_changes(frontend::query_text(body))?;
+                let mut out: Option<BytesMut> = None;
+                for c in stmts.iter().flatten() {
+                    // DEALLOCATE works on the old server whatever the
+                    // statement's tables: a stand-in is enough.
+                    let msgs = match c {
+                        Change::Execute(n) => self.inject(n, true),
+                        Change::Deallocate(Some(n)) => self.inject_stand_in(n),
+                        _ => continue,
+                    };
+                    if let Some(msgs) = msgs {
+                        out.get_or_insert_with(BytesMut::new)
+                            .extend_from_slice(&msgs);
+                    }
+                }
+                out
+            }
+            _ => None,
+        }
+    }
+
+    /// A Parse of deferred statement `name` (and a Sync when it goes before
+    /// a simple query), when it is deferred, not being prepared already,
+    /// and was prepared under the search_path the session has now (under
+    /// another it could name other tables: then the server's own error
+    /// answers the client).
+    fn inject(&mut self, name: &str, with_sync: bool) -> Option<BytesMut> {
+        let types = self.deferred.get(name)?.clone();
+        if self.lazy_in_flight(name) {
+            return None;
+        }
+        let p = self.statement(name)?;
+        if p.search_path != self.vars.current().settings.get("search_path").cloned() {
+            tracing::debug!(statement = %name, "deferred statement not prepared: the search_path changed since it was");
+            return None;
+        }
+        let query = match &p.kind {
+            PreparedKind::Sql { text } => text.clone(),
+            PreparedKind::Protocol { parse_body } => frontend::parse_body(parse_body)
+                .map(|b| String::from_utf8_lossy(b.query).into_owned())?,
+        };
+        self.queue_parse(name, &query, &types, with_sync)
+    }
+
+    /// A DEALLOCATE of a deferred statement whose text cannot be prepared
+    /// (any more, or under this search_path): a stand-in of the same name.
+    fn inject_stand_in(&mut self, name: &str) -> Option<BytesMut> {
+        if !self.deferred.contains_key(name) || self.lazy_in_flight(name) {
+            return None;
+        }
+        self.queue_parse(name, STAND_IN, &[], true)
+    }
+
+    fn queue_parse(
+        &mut self,
+        name: &str,
+        query: &str,
+        types: &[u32],
+        with_sync: bool,
+    ) -> Option<BytesMut> {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::parse(name, query, types.iter().copied(), &mut out)
+            .ok()?;
+        self.replies
+            .queue
+            .push_back(Expect::LazyParse(name.to_string()));
+        self.replies.lazy_pending += 1;
+        if with_sync {
+            postgres_protocol::message::frontend::sync(&mut out);
+            self.replies.queue.push_back(Expect::LazySync);
+            self.replies.lazy_pending += 1;
+        }
+        tracing::debug!(statement = %name, "preparing a deferred statement at its first use");
+        Some(out)
+    }
+
+    /// Whether the reply just given to [`Ledger::on_backend`] answered
+    /// pgbaton's own request and is not for the client. Reading it resets it.
+    pub fn take_swallow(&mut self) -> bool {
+        std::mem::take(&mut self.replies.swallow)
+    }
+
+    /// Whether replies pgbaton may have to drop are expected: the relay
+    /// then reads each reply whole before passing it on.
+    pub fn swallow_pending(&self) -> bool {
+        self.replies.lazy_pending > 0
+    }
+}

@@ -1,0 +1,127 @@
+//! A prepared statement whose table was dropped does not pin its session:
+//! the move defers it, and it is prepared on the new server at its first
+//! use, answering the error the old server would have given while the
+//! table is missing, and working again once it is back.
+
+use crate::harness::{must_fail, sqlstate, start_servers};
+use crate::migrate::{entry, foreign_proxy, on_all, one, rows, tag_count, where_is};
+use tokio_postgres::SimpleQueryMessage;
+
+/// `sql` fails with `code` (tokio-postgres reports a simple query's first
+/// error; the tests after it show the session still answering).
+async fn fails_with(client: &tokio_postgres::Client, sql: &str, code: &str) {
+    let e = must_fail(client.simple_query(sql).await, sql);
+    assert_eq!(sqlstate(&e), code, "{sql}: {e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_table_is_gone_moves_and_is_prepared_at_first_use() {
+    let servers = start_servers(2).await;
+    let (s1, s2) = (&servers[0], &servers[1]);
+    on_all(
+        &[s1, s2],
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)",
+    );
+    let proxy = foreign_proxy(&[s1, s2], "").await;
+    let client = proxy.connect_app("postgres", "postgres", "lazy").await;
+    let by_protocol = client.prepare("SELECT x FROM t ORDER BY x").await.unwrap();
+    client
+        .batch_execute(
+            "PREPARE by_sql AS SELECT count(*) FROM t; PREPARE gone AS SELECT x FROM t; PREPARE fine AS SELECT 1",
+        )
+        .await
+        .unwrap();
+    // The table goes away (on both: on the old server too, where the
+    // statements stay prepared and would fail when executed).
+    on_all(&[s1, s2], "DROP TABLE t");
+    fails_with(&client, "EXECUTE by_sql", "42P01").await;
+
+    assert_eq!(
+        tag_count(&client, "/* pgbaton: migrate to=pg2 */;").await,
+        1,
+        "the statements do not pin the session"
+    );
+    assert_eq!(where_is(&client).await.1, s2.port());
+    let ledger = entry(&proxy, "lazy").await.ledger().await.unwrap();
+    let deferred: Vec<&str> = ledger
+        .rows
+        .iter()
+        .filter(|r| r.on_move.starts_with("deferred"))
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(deferred.len(), 3, "{:?}", ledger.rows);
+    assert!(deferred.contains(&"by_sql") && deferred.contains(&"gone"));
+
+    // While the table is missing: the old server's error, once, and the
+    // session goes on (outside and inside a transaction).
+    let e = must_fail(
+        client.query(&by_protocol, &[]).await,
+        "the protocol statement",
+    );
+    assert_eq!(sqlstate(&e), "42P01", "{e:?}");
+    fails_with(&client, "EXECUTE by_sql", "42P01").await;
+    client.batch_execute("BEGIN").await.unwrap();
+    fails_with(&client, "EXECUTE by_sql", "42P01").await;
+    fails_with(&client, "SELECT 1", "25P02").await;
+    client.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        rows(&client, "EXECUTE fine").await,
+        vec![vec![Some("1".into())]]
+    );
+    // DEALLOCATE works as on the old server, table or not.
+    let msgs = client.simple_query("DEALLOCATE gone").await.unwrap();
+    assert!(matches!(
+        msgs.last(),
+        Some(SimpleQueryMessage::CommandComplete(_))
+    ));
+    fails_with(&client, "EXECUTE gone", "26000").await;
+
+    // The table is back: the statements work again.
+    s2.psql(
+        "postgres",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (7)",
+    );
+    let r = client.query(&by_protocol, &[]).await.unwrap();
+    assert_eq!(
+        r.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+        [7]
+    );
+    assert_eq!(one(&client, "EXECUTE by_sql").await, "1");
+    let r = client.query(&by_protocol, &[]).await.unwrap();
+    assert_eq!(r.len(), 1, "prepared once, used again");
+    let ledger = entry(&proxy, "lazy").await.ledger().await.unwrap();
+    assert!(
+        ledger
+            .rows
+            .iter()
+            .all(|r| !r.on_move.starts_with("deferred")),
+        "{:?}",
+        ledger.rows
+    );
+    // And the ledger agrees with the server.
+    let report = entry(&proxy, "lazy")
+        .await
+        .check(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(report.differences.is_empty(), "{:?}", report.differences);
+    // Now they work here, so a move to pg1, which lacks their table, is
+    // refused: only a statement that fails on the source too is deferred.
+    let e = must_fail(
+        client.simple_query("/* pgbaton: migrate to=pg1 */;").await,
+        "a move that would break working statements",
+    );
+    assert_eq!(sqlstate(&e), "55000");
+    assert_eq!(where_is(&client).await.1, s2.port());
+    assert_eq!(one(&client, "EXECUTE by_sql").await, "1");
+    // With the table there too, they move as ordinary statements.
+    s1.psql(
+        "postgres",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (8), (9)",
+    );
+    assert_eq!(
+        tag_count(&client, "/* pgbaton: migrate to=pg1 */;").await,
+        1
+    );
+    assert_eq!(one(&client, "EXECUTE by_sql").await, "2");
+}
