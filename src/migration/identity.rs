@@ -9,7 +9,7 @@ use super::MoveError;
 use crate::config::Backend;
 use crate::protocol::startup::StartupParam;
 use crate::proxy::Shared;
-use crate::server::batch::run_batch;
+use crate::server::batch::{run_batch, BatchReply};
 use bytes::BytesMut;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,39 +38,11 @@ pub async fn identity(
     if let Some(id) = shared.identity_cache(&backend.name) {
         return Ok(id);
     }
-    let config = shared.config();
-    let mut control: Vec<StartupParam> = params
-        .iter()
-        .filter(|p| p.name == b"user" || p.name == b"database")
-        .cloned()
-        .collect();
-    control.push(StartupParam {
-        name: b"application_name".to_vec(),
-        value: b"pgbaton-control".to_vec(),
-    });
-    let conn = crate::session::connect_server(shared, &config, backend, &control, user)
-        .await
-        .map_err(|e| MoveError::from_server(&backend.name, &e))?;
-    let (mut r, mut w) = tokio::io::split(conn.stream);
-    let mut buf = conn.leftover;
-    let mut batch = BytesMut::new();
     let query = format!(
         "SELECT system_identifier::text FROM pg_control_system() UNION ALL SELECT current_setting('server_version_num') UNION ALL ({})",
         crate::ledger::check::SETTABLE_NAMES_SQL
     );
-    postgres_protocol::message::frontend::query(&query, &mut batch).expect("static query");
-    postgres_protocol::message::frontend::terminate(&mut batch);
-    let reply = run_batch(&mut r, &mut w, &mut buf, &batch, |_, _| {})
-        .await
-        .map_err(|e| {
-            MoveError::Identity(format!("cannot read the identity of {}: {e}", backend.name))
-        })?;
-    if let Some((_, msg)) = reply.error {
-        return Err(MoveError::Identity(format!(
-            "cannot read the identity of {}: {msg}",
-            backend.name
-        )));
-    }
+    let reply = control_query(shared, backend, params, user, &query).await?;
     let rows: Vec<String> = reply.rows.into_iter().flatten().collect();
     let [sysid, version, settable] = rows.as_slice() else {
         return Err(MoveError::Identity(format!(
@@ -105,8 +77,38 @@ pub async fn writes(
     params: &[StartupParam],
     user: &str,
 ) -> Result<(String, bool), MoveError> {
+    let reply = control_query(
+        shared,
+        backend,
+        params,
+        user,
+        "SELECT system_identifier::text FROM pg_control_system() UNION ALL SELECT (NOT pg_is_in_recovery() AND NOT current_setting('default_transaction_read_only')::bool)::text",
+    )
+    .await?;
+    match reply.rows.as_slice() {
+        [Some(sysid), Some(writes)] => Ok((sysid.clone(), writes == "true")),
+        _ => Err(MoveError::Identity(format!(
+            "unexpected answer from {}",
+            backend.name
+        ))),
+    }
+}
+
+/// Runs `query` on a control connection to `backend` that logs in like the
+/// session (its `user` and `database` from `params`), then closes it.
+async fn control_query(
+    shared: &Shared,
+    backend: &Backend,
+    params: &[StartupParam],
+    user: &str,
+    query: &str,
+) -> Result<BatchReply, MoveError> {
     let config = shared.config();
-    let mut control: Vec<StartupParam> = params.to_vec();
+    let mut control: Vec<StartupParam> = params
+        .iter()
+        .filter(|p| p.name == b"user" || p.name == b"database")
+        .cloned()
+        .collect();
     control.push(StartupParam {
         name: b"application_name".to_vec(),
         value: b"pgbaton-control".to_vec(),
@@ -117,20 +119,17 @@ pub async fn writes(
     let (mut r, mut w) = tokio::io::split(conn.stream);
     let mut buf = conn.leftover;
     let mut batch = BytesMut::new();
-    postgres_protocol::message::frontend::query(
-        "SELECT system_identifier::text FROM pg_control_system() UNION ALL SELECT (NOT pg_is_in_recovery() AND NOT current_setting('default_transaction_read_only')::bool)::text",
-        &mut batch,
-    )
-    .expect("static query");
+    postgres_protocol::message::frontend::query(query, &mut batch)
+        .expect("no NUL in pgbaton's own queries");
     postgres_protocol::message::frontend::terminate(&mut batch);
     let reply = run_batch(&mut r, &mut w, &mut buf, &batch, |_, _| {})
         .await
         .map_err(|e| MoveError::Identity(format!("cannot ask {}: {e}", backend.name)))?;
-    match reply.rows.as_slice() {
-        [Some(sysid), Some(writes)] => Ok((sysid.clone(), writes == "true")),
-        _ => Err(MoveError::Identity(format!(
-            "unexpected answer from {}",
+    if let Some((_, msg)) = &reply.error {
+        return Err(MoveError::Identity(format!(
+            "{} refused pgbaton's question: {msg}",
             backend.name
-        ))),
+        )));
     }
+    Ok(reply)
 }

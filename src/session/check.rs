@@ -7,7 +7,7 @@ use super::registry::CheckError;
 use super::relay::Relay;
 use crate::ledger::check::{check_batch, Depth, ServerState};
 use crate::protocol::backend::BackendTag;
-use crate::server::batch::{run_batch, run_batches, BatchError};
+use crate::server::batch::{run_batches, BatchError, BatchReply};
 use bytes::BytesMut;
 use std::time::Duration;
 
@@ -53,34 +53,7 @@ impl Relay {
                 .expect("static name");
             postgres_protocol::message::frontend::sync(&mut batch);
         }
-        let to_client = &mut self.to_client;
-        let ledger = &mut self.ledger;
-        let run = run_batches(
-            &mut self.server_r,
-            &mut self.server_w,
-            &mut self.server_in.buf,
-            &batch,
-            statements.len(),
-            |tag, msg| {
-                if tag == BackendTag::ParameterStatus {
-                    ledger.on_backend(tag, &msg[5..]);
-                }
-                to_client.push(msg);
-            },
-        );
-        let reply = match tokio::time::timeout(CHECK_LIMIT, run).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(BatchError::Fatal { raw, message, .. })) => {
-                self.to_client.push(raw);
-                return Err(CheckError::Broken(message));
-            }
-            Ok(Err(e)) => return Err(CheckError::Broken(e.to_string())),
-            Err(_) => {
-                return Err(CheckError::Broken(
-                    "the server did not answer in time".into(),
-                ))
-            }
-        };
+        let reply = self.run_own_batch(&batch, statements.len()).await?;
         let mut works = vec![true; statements.len()];
         for (part, _, _) in reply.errors {
             if let Some(w) = works.get_mut(part) {
@@ -100,13 +73,26 @@ impl Relay {
         let mut batch = BytesMut::with_capacity(2048);
         check_batch(self.ledger.custom_names(), depth, &mut batch);
         crate::protocol::write::message(&mut batch, b'S', |_| {});
+        check_result(self.run_own_batch(&batch, 1).await?)
+    }
+
+    /// Runs pgbaton's own `syncs`-part batch on the session's connection at
+    /// a safe point. What the server sends on its own goes to the client
+    /// (ParameterStatus through the ledger too); a FATAL is passed on and
+    /// the connection is then broken.
+    async fn run_own_batch(
+        &mut self,
+        batch: &[u8],
+        syncs: usize,
+    ) -> Result<BatchReply, CheckError> {
         let to_client = &mut self.to_client;
         let ledger = &mut self.ledger;
-        let run = run_batch(
+        let run = run_batches(
             &mut self.server_r,
             &mut self.server_w,
             &mut self.server_in.buf,
-            &batch,
+            batch,
+            syncs,
             |tag, msg| {
                 if tag == BackendTag::ParameterStatus {
                     ledger.on_backend(tag, &msg[5..]);
@@ -114,19 +100,16 @@ impl Relay {
                 to_client.push(msg);
             },
         );
-        let reply = match tokio::time::timeout(CHECK_LIMIT, run).await {
-            Ok(Ok(reply)) => reply,
+        match tokio::time::timeout(CHECK_LIMIT, run).await {
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(BatchError::Fatal { raw, message, .. })) => {
                 self.to_client.push(raw);
-                return Err(CheckError::Broken(message));
+                Err(CheckError::Broken(message))
             }
-            Ok(Err(e)) => return Err(CheckError::Broken(e.to_string())),
-            Err(_) => {
-                return Err(CheckError::Broken(
-                    "the server did not answer in time".into(),
-                ))
-            }
-        };
-        check_result(reply)
+            Ok(Err(e)) => Err(CheckError::Broken(e.to_string())),
+            Err(_) => Err(CheckError::Broken(
+                "the server did not answer in time".into(),
+            )),
+        }
     }
 }

@@ -87,13 +87,7 @@ async fn wrong_keys_do_nothing() {
     raw.send(&q).await;
     wait_until_active(&servers[0], "wrongkey").await;
     for (p, k) in [(pid, secret.wrapping_add(1)), (pid + 1000, secret)] {
-        let mut c = Raw::connect(proxy.addr).await;
-        let mut pkt = 16i32.to_be_bytes().to_vec();
-        pkt.extend_from_slice(&80877102i32.to_be_bytes());
-        pkt.extend_from_slice(&p.to_be_bytes());
-        pkt.extend_from_slice(&k.to_be_bytes());
-        c.send(&pkt).await;
-        assert!(c.until_closed().await.is_empty(), "a cancel gets no answer");
+        cancel_like_libpq(&proxy, p, k).await;
     }
     let msgs = raw.until_rfq().await;
     assert!(
