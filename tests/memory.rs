@@ -100,25 +100,34 @@ async fn a_declared_length_reserves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_bytes_are_bounded_across_clients() {
     let servers = start_servers(1).await;
+    servers[0].psql("postgres", "CREATE TABLE kept (x int)");
     let proxy = TestProxy::start(TestProxy::config(
         &[&servers[0]],
-        "max_message_size = 50331648\nmax_client_memory = 104857600",
+        "max_message_size = 50331648\nmax_client_memory = 67108864",
     ))
     .await;
     let budget = proxy.shared.client_memory.clone();
     let len = 40 << 20;
 
     // The first client sends all of a 40 MiB statement but its last byte:
-    // pgbaton holds it, charged to the budget.
+    // pgbaton holds it, charged to the budget (exactly: no doubling past
+    // the message's length).
     let (mut first, _) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
     let q = big_query(len);
     first.send(&q[..q.len() - 1]).await;
     read_by_proxy(&proxy, &first).await;
-    assert!(budget.used() > 32 << 20, "charged {}", budget.used());
+    let charged = budget.used();
+    assert!(
+        charged > 32 << 20 && charged <= len,
+        "charged {charged} for {len}"
+    );
 
-    // The second sends one as large, whole: it does not fit. It is told
-    // so in its turn, its session goes on, nothing is held for it.
+    // The second sends one as large, whole, inside a transaction: it does
+    // not fit. It is told so in its turn, the transaction is aborted as by
+    // the server's own out of memory, and the session goes on.
     let (mut second, _) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
+    second.query("BEGIN").await;
+    second.query("INSERT INTO kept VALUES (1)").await;
     second.send(&big_query(len)).await;
     let msgs = second.until_rfq().await;
     let e = msgs
@@ -128,29 +137,46 @@ async fn held_bytes_are_bounded_across_clients() {
     assert_eq!(e.code().as_deref(), Some("53200"), "{:?}", e.message());
     assert_eq!(e.field(b'V').as_deref(), Some("ERROR"));
     assert!(e.message().unwrap().contains("max_client_memory"));
-    assert_eq!(row_value(&second.query("SELECT 2").await), "2");
-    // The same as a Parse in a pipeline: the error, the rest of the batch
-    // dropped up to its Sync, whose ReadyForQuery ends it.
-    let mut batch = BytesMut::new();
-    let sql = format!("SELECT length('{}')", "x".repeat(len - 17));
-    build::parse("big", &sql, &mut batch);
-    build::bind("", "big", &mut batch);
-    build::execute("", &mut batch);
-    build::sync(&mut batch);
-    second.send(&batch).await;
-    let tags = second.tags_until_rfq().await;
     assert_eq!(
-        tags,
-        vec![b'E', b'Z'],
-        "{:?}",
-        String::from_utf8_lossy(&tags)
+        &msgs.last().unwrap().body[..],
+        b"E",
+        "the transaction failed"
     );
-    assert_eq!(row_value(&second.query("SELECT 2").await), "2");
+    let done = second.query("COMMIT").await;
+    let tag = done
+        .iter()
+        .find(|m| m.tag == b'C')
+        .expect("CommandComplete");
+    assert_eq!(
+        &tag.body[..],
+        b"ROLLBACK\0",
+        "a failed transaction rolls back"
+    );
+    assert_eq!(
+        row_value(&second.query("SELECT count(*) FROM kept").await),
+        "0"
+    );
     assert!(budget.used() <= budget.limit());
 
     // Ordinary clients are never charged: they run meanwhile.
     let (mut small, _) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
     assert_eq!(row_value(&small.query("SELECT 3").await), "3");
+
+    // A Parse that does not fit cannot be refused with its batch intact:
+    // that session ends (FATAL 53200; a client still sending may see the
+    // connection reset first), and no one else's does.
+    let (mut parser, _) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
+    let mut batch = BytesMut::new();
+    let sql = format!("SELECT length('{}')", "x".repeat(len - 17));
+    build::parse("big", &sql, &mut batch);
+    build::sync(&mut batch);
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut parser.stream, &batch).await;
+    let msgs = parser.until_closed().await;
+    if let Some(m) = msgs.first() {
+        assert_eq!(m.code().as_deref(), Some("53200"), "{:?}", m.message());
+        assert_eq!(m.field(b'V').as_deref(), Some("FATAL"));
+    }
+    assert_eq!(row_value(&small.query("SELECT 5").await), "5");
 
     // The first one's statement completes and runs; once it has gone on,
     // its memory is given back.

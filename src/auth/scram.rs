@@ -53,6 +53,19 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 }
 
 /// `Hi()` of RFC 5802: PBKDF2 with HMAC-SHA-256 and one output block.
+/// The iteration count most of `secrets` have (the default when there are
+/// none): what a mock secret uses, so its first message looks like theirs.
+pub fn usual_iterations<'a>(secrets: impl Iterator<Item = &'a StoredSecret>) -> u32 {
+    let mut counts: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+    for s in secrets {
+        *counts.entry(s.iterations).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(iterations, n)| (n, std::cmp::Reverse(iterations)))
+        .map_or(DEFAULT_ITERATIONS, |(iterations, _)| iterations)
+}
+
 fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut m = HmacSha256::new_from_slice(password).expect("HMAC takes keys of any length");
     m.update(salt);
@@ -93,11 +106,12 @@ impl StoredSecret {
     /// stranger cannot tell unknown users from known ones (Postgres does
     /// the same, with `scram_mock_salt`). The salt is derived from the
     /// user name and a per-process nonce, so it is the same on every try,
-    /// as a real user's is.
-    pub fn mock(user: &[u8], nonce: &[u8; 32]) -> StoredSecret {
+    /// as a real user's is; `iterations` should be what most real users'
+    /// secrets have.
+    pub fn mock(user: &[u8], nonce: &[u8; 32], iterations: u32) -> StoredSecret {
         let salt = hmac(nonce, user);
         StoredSecret {
-            iterations: DEFAULT_ITERATIONS,
+            iterations,
             salt: salt[..16].to_vec(),
             stored_key: hmac(nonce, &[user, b"\0stored"].concat()),
             server_key: hmac(nonce, &[user, b"\0server"].concat()),
@@ -251,6 +265,17 @@ impl ServerExchange {
 mod tests {
     use super::*;
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+
+    #[test]
+    fn mock_secrets_use_the_usual_iteration_count() {
+        let with = |i| StoredSecret::from_password(b"p", b"salt", i);
+        assert_eq!(usual_iterations([].iter()), DEFAULT_ITERATIONS);
+        let secrets = [with(4096), with(10000), with(10000)];
+        assert_eq!(usual_iterations(secrets.iter()), 10000);
+        let m = StoredSecret::mock(b"nobody", &[7; 32], 10000);
+        assert_eq!(m.iterations, 10000);
+        assert_eq!(m.salt, StoredSecret::mock(b"nobody", &[7; 32], 10000).salt);
+    }
 
     fn exchange(client_password: &[u8], secret: &StoredSecret) -> Result<(), ScramError> {
         let mut client = ScramSha256::new(client_password, ChannelBinding::unsupported());

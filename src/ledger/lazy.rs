@@ -8,11 +8,13 @@
 //! error the old server would have given, in place of its request's.
 //!
 //! The injected messages get expectations of their own in the reply queue
-//! ([`Expect::LazyParse`], [`Expect::LazySync`]); the relay drops the replies
-//! the ledger marks as pgbaton's own (see [`Ledger::take_swallow`]).
+//! ([`Expect::LazyParse`], [`Expect::LazySync`]); the ledger gives each
+//! reply a [`Fate`] (see [`Ledger::take_fate`]): the relay drops pgbaton's
+//! own replies, and before a simple query keeps a failed Parse's error to
+//! answer, in its turn, the statement that uses it.
 
 use super::change::{query_changes, Change};
-use super::replies::Expect;
+use super::replies::{Expect, Fate};
 use super::{Ledger, Prepared, PreparedKind};
 use crate::protocol::codec::cstr;
 use crate::protocol::frontend::{self, FrontendTag};
@@ -59,14 +61,16 @@ impl Ledger {
 
     /// The messages to send before the client's message `tag` (`body`
     /// complete, or the first bytes of a Bind), when it uses a deferred
-    /// statement; their expectations are queued. `batch_open`: the client
-    /// is inside an extended batch, where a Sync of pgbaton's own would
-    /// end it, so an `EXECUTE` there is not helped.
+    /// statement; their expectations are queued. A simple query is helped
+    /// only outside an extended batch (`batch_open`: a Sync of pgbaton's own
+    /// would end it) and outside a failed transaction (`tx_failed`: a Parse
+    /// there fails whatever the statement).
     pub fn lazy_parse_for(
         &mut self,
         tag: FrontendTag,
         body: &[u8],
         batch_open: bool,
+        tx_failed: bool,
     ) -> Option<BytesMut> {
         if self.deferred.is_empty() || self.replies.skipping {
             return None;
@@ -86,21 +90,31 @@ impl Ledger {
                 }
                 _ => None,
             },
-            FrontendTag::Query if !batch_open => {
+            FrontendTag::Query if !batch_open && !tx_failed => {
                 let stmts = query_changes(frontend::query_text(body))?;
+                let alone = stmts.len() == 1;
                 let mut out: Option<BytesMut> = None;
-                for c in stmts.iter().flatten() {
-                    // DEALLOCATE works on the old server whatever the
-                    // statement's tables: a stand-in is enough.
-                    let msgs = match c {
-                        Change::Execute(n) => self.inject(n, true),
-                        Change::Deallocate(Some(n)) => self.inject_stand_in(n),
-                        _ => continue,
-                    };
-                    if let Some(msgs) = msgs {
-                        out.get_or_insert_with(BytesMut::new)
-                            .extend_from_slice(&msgs);
+                let mut uses = Vec::new();
+                for (i, stmt) in stmts.iter().enumerate() {
+                    for c in stmt {
+                        // DEALLOCATE works on the old server whatever the
+                        // statement's tables: a stand-in does, when it is
+                        // the query's only statement (so it surely runs and
+                        // the stand-in never outlives it).
+                        let (name, msgs) = match c {
+                            Change::Execute(n) => (n, self.inject(n, true)),
+                            Change::Deallocate(Some(n)) if alone => (n, self.inject_stand_in(n)),
+                            _ => continue,
+                        };
+                        if let Some(msgs) = msgs {
+                            out.get_or_insert_with(BytesMut::new)
+                                .extend_from_slice(&msgs);
+                            uses.push((i, name.clone()));
+                        }
                     }
+                }
+                if out.is_some() {
+                    self.replies.next_query_lazy = uses;
                 }
                 out
             }
@@ -153,25 +167,17 @@ impl Ledger {
         self.replies
             .queue
             .push_back(Expect::LazyParse(name.to_string()));
-        self.replies.lazy_pending += 1;
         if with_sync {
             postgres_protocol::message::frontend::sync(&mut out);
             self.replies.queue.push_back(Expect::LazySync);
-            self.replies.lazy_pending += 1;
         }
         tracing::debug!(statement = %name, "preparing a deferred statement at its first use");
         Some(out)
     }
 
-    /// Whether the reply just given to [`Ledger::on_backend`] answered
-    /// pgbaton's own request and is not for the client. Reading it resets it.
-    pub fn take_swallow(&mut self) -> bool {
-        std::mem::take(&mut self.replies.swallow)
-    }
-
-    /// Whether replies pgbaton may have to drop are expected: the relay
-    /// then reads each reply whole before passing it on.
-    pub fn swallow_pending(&self) -> bool {
-        self.replies.lazy_pending > 0
+    /// What becomes of the reply just given to [`Ledger::on_backend`]
+    /// (almost always: forwarded). Reading it resets it.
+    pub fn take_fate(&mut self) -> Fate {
+        std::mem::take(&mut self.replies.fate)
     }
 }

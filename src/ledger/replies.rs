@@ -11,7 +11,7 @@ use crate::protocol::backend::BackendTag;
 use crate::protocol::codec::cstr;
 use crate::protocol::frontend::{self, FrontendTag};
 use crate::sql::Discard;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// One expected reply (or group of replies).
 #[derive(Debug)]
@@ -20,10 +20,10 @@ pub(crate) enum Expect {
     Query {
         stmts: Option<Vec<Vec<Change>>>,
         next: usize,
-        /// pgbaton prepared a deferred statement for it and that failed:
-        /// the query's own error (the statement does not exist) is not the
-        /// client's; the Parse's error stood in for it.
-        swallow_error: bool,
+        /// Statements (by index) that use a deferred statement pgbaton
+        /// prepared for this query (see `lazy`): an error at one of them,
+        /// when that Parse failed, is answered with the Parse's error.
+        lazy: Vec<(usize, String)>,
     },
     /// ParseComplete for a named statement.
     ParseNamed(Box<(String, Prepared)>),
@@ -51,6 +51,22 @@ impl Expect {
     }
 }
 
+/// What the relay does with the reply the ledger has just seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Fate {
+    /// The client's: passed on.
+    #[default]
+    Forward,
+    /// The reply to pgbaton's own request: dropped.
+    Drop,
+    /// The error of pgbaton's own Parse of this deferred statement, before
+    /// a simple query: held back, to answer the statement that uses it.
+    Keep(String),
+    /// The query's error at a statement using this deferred statement,
+    /// whose Parse failed: the kept error goes to the client instead.
+    Replace(String),
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
     pub(crate) queue: VecDeque<Expect>,
@@ -63,10 +79,12 @@ pub(crate) struct Replies {
     /// Query and FunctionCall requests the last error made the server
     /// skip; the tracker takes them back (see `take_skipped_requests`).
     skipped_requests: u32,
-    /// The reply just seen answered pgbaton's own request (see `lazy`).
-    pub(crate) swallow: bool,
-    /// LazyParse and LazySync expectations queued.
-    pub(crate) lazy_pending: u32,
+    /// What becomes of the reply just seen (see `lazy`).
+    pub(crate) fate: Fate,
+    /// Deferred statements whose Parse failed for the query now running.
+    pub(crate) lazy_failed: BTreeSet<String>,
+    /// For the next Query: its statements that use deferred statements.
+    pub(crate) next_query_lazy: Vec<(usize, String)>,
     /// Statement behind the unnamed portal (`None`: the unnamed statement).
     unnamed_portal: Option<String>,
     named_portals: HashMap<String, Option<String>>,
@@ -138,7 +156,7 @@ impl Ledger {
                 self.replies.queue.push_back(Expect::Query {
                     stmts,
                     next: 0,
-                    swallow_error: false,
+                    lazy: std::mem::take(&mut self.replies.next_query_lazy),
                 });
             }
             FrontendTag::Parse => {
@@ -259,8 +277,7 @@ impl Ledger {
             BackendTag::ParseComplete => match self.replies.queue.pop_front() {
                 Some(Expect::LazyParse(name)) => {
                     // Prepared on this server now, as the ledger has it.
-                    self.replies.lazy_pending -= 1;
-                    self.replies.swallow = true;
+                    self.replies.fate = Fate::Drop;
                     self.deferred.remove(&name);
                     self.version += 1;
                 }
@@ -336,11 +353,27 @@ impl Ledger {
             }
             BackendTag::ErrorResponse => {
                 self.replies.error = true;
-                if let Some(Expect::Query { swallow_error, .. }) = self.replies.queue.front_mut() {
-                    if std::mem::take(swallow_error) {
-                        self.replies.swallow = true;
+                if let Some(Expect::Query { next, lazy, .. }) = self.replies.queue.front() {
+                    // A statement using a deferred statement whose Parse
+                    // failed: the old server's answer is that Parse's error.
+                    if let Some((_, name)) = lazy
+                        .iter()
+                        .find(|(i, n)| i == next && self.replies.lazy_failed.contains(n))
+                    {
+                        self.replies.fate = Fate::Replace(name.clone());
                         return;
                     }
+                }
+                if let (Some(Expect::LazyParse(_)), Some(Expect::LazySync)) =
+                    (self.replies.queue.front(), self.replies.queue.get(1))
+                {
+                    // pgbaton's own Parse before a simple query: its error
+                    // waits for the statement that uses it.
+                    if let Some(Expect::LazyParse(name)) = self.replies.queue.pop_front() {
+                        self.replies.lazy_failed.insert(name.clone());
+                        self.replies.fate = Fate::Keep(name);
+                    }
+                    return;
                 }
                 match self.replies.queue.front() {
                     // A simple query or function call failed, or the commit
@@ -361,7 +394,6 @@ impl Ledger {
                                 break;
                             }
                             match self.replies.queue.pop_front() {
-                                Some(Expect::LazyParse(_)) => self.replies.lazy_pending -= 1,
                                 Some(Expect::ParseUnnamed) => {
                                     if let Some((buf, _)) = self.unnamed_pending.pop_front() {
                                         self.spare.push(buf);
@@ -373,15 +405,6 @@ impl Ledger {
                                 _ => {}
                             }
                         }
-                        // pgbaton's own Parse before a simple query failed:
-                        // that error answers the query (see `lazy`).
-                        if matches!(self.replies.queue.front(), Some(Expect::LazySync)) {
-                            if let Some(Expect::Query { swallow_error, .. }) =
-                                self.replies.queue.get_mut(1)
-                            {
-                                *swallow_error = true;
-                            }
-                        }
                         // Its Sync is not sent yet: what comes before it is
                         // skipped too.
                         self.replies.skipping = self.replies.queue.is_empty();
@@ -391,17 +414,15 @@ impl Ledger {
             BackendTag::ReadyForQuery => {
                 // Whatever did not answer before ReadyForQuery never will.
                 while let Some(e) = self.replies.queue.pop_front() {
-                    if matches!(e, Expect::LazySync) {
+                    match e {
                         // pgbaton's own Sync: its ReadyForQuery is not the
                         // client's, the transaction status it reports is.
-                        self.replies.lazy_pending -= 1;
-                        self.replies.swallow = true;
+                        Expect::LazySync => self.replies.fate = Fate::Drop,
+                        Expect::Query { .. } => self.replies.lazy_failed.clear(),
+                        _ => {}
                     }
                     if e.ends_batch() {
                         break;
-                    }
-                    if let Expect::LazyParse(_) = e {
-                        self.replies.lazy_pending -= 1;
                     }
                     self.desync();
                 }
@@ -448,6 +469,8 @@ impl Ledger {
         for c in changes {
             match c {
                 Change::Prepare { name, text } => {
+                    // Prepared anew by the client: no longer deferred.
+                    self.deferred.remove(name);
                     let changes = statement_changes(text.as_bytes());
                     let search_path = self.search_path();
                     self.prepared.insert(

@@ -1,6 +1,7 @@
 //! Scripted wire sequences through the ledger: requests, then the replies a
 //! PG 15 server sends, checking what is recorded.
 
+use super::replies::Fate;
 use super::Ledger;
 use crate::protocol::backend::BackendTag as B;
 use crate::protocol::frontend::FrontendTag as F;
@@ -208,49 +209,59 @@ fn a_deferred_statement_is_prepared_before_its_first_bind() {
     let mut l = deferred_ledger();
     let bind = b"\0s1\0\0\0\0\0\0\0";
     let msgs = l
-        .lazy_parse_for(F::Bind, bind, false)
+        .lazy_parse_for(F::Bind, bind, false, false)
         .expect("a Parse first");
     assert_eq!(msgs[0], b'P');
-    assert!(l.lazy_parse_for(F::Bind, bind, false).is_none(), "once");
+    assert!(
+        l.lazy_parse_for(F::Bind, bind, false, false).is_none(),
+        "once"
+    );
     l.on_frontend(F::Bind, bind);
     l.on_frontend(F::Execute, b"\0\0\0\0\0");
     l.on_frontend(F::Sync, b"");
     l.on_backend(B::ParseComplete, b"");
-    assert!(l.take_swallow(), "pgbaton's own ParseComplete");
+    assert_eq!(l.take_fate(), Fate::Drop, "pgbaton's own ParseComplete");
     l.on_backend(B::BindComplete, b"");
-    assert!(!l.take_swallow());
+    assert_eq!(l.take_fate(), Fate::Forward);
     complete(&mut l, "SELECT 1");
     ready(&mut l, b'I');
-    assert!(!l.take_swallow());
+    assert_eq!(l.take_fate(), Fate::Forward);
     assert!(l.deferred().is_empty());
     assert!(!l.is_desynced());
-    assert!(!l.swallow_pending());
 }
 
 #[test]
-fn a_failed_lazy_prepare_answers_the_execute_with_its_own_error() {
+fn a_failed_lazy_prepare_answers_the_statement_that_uses_it() {
     let mut l = deferred_ledger();
     let msgs = l
-        .lazy_parse_for(F::Query, b"EXECUTE s1\0", false)
+        .lazy_parse_for(F::Query, b"SELECT 1; EXECUTE s1\0", false, false)
         .expect("Parse and Sync first");
     assert_eq!((msgs[0], msgs[msgs.len() - 5]), (b'P', b'S'));
-    query(&mut l, "EXECUTE s1");
-    // The Parse fails: that error is the client's.
+    query(&mut l, "SELECT 1; EXECUTE s1");
+    // The Parse fails: kept for the statement that uses it.
     l.on_backend(B::ErrorResponse, b"SERROR\0C42P01\0\0");
-    assert!(!l.take_swallow());
+    assert_eq!(l.take_fate(), Fate::Keep("s1".into()));
     ready(&mut l, b'I');
-    assert!(l.take_swallow(), "pgbaton's own Sync's ReadyForQuery");
-    // The EXECUTE's own error (no such statement) is not.
-    l.on_backend(B::ErrorResponse, b"SERROR\0C26000\0\0");
-    assert!(l.take_swallow());
-    ready(&mut l, b'I');
-    assert!(
-        !l.take_swallow(),
-        "the query's ReadyForQuery is the client's"
+    assert_eq!(
+        l.take_fate(),
+        Fate::Drop,
+        "pgbaton's own Sync's ReadyForQuery"
     );
+    // SELECT 1 runs and is the client's; the EXECUTE's own error (no such
+    // statement) is replaced by the kept one.
+    complete(&mut l, "SELECT 1");
+    assert_eq!(l.take_fate(), Fate::Forward);
+    l.on_backend(B::ErrorResponse, b"SERROR\0C26000\0\0");
+    assert_eq!(l.take_fate(), Fate::Replace("s1".into()));
+    ready(&mut l, b'I');
+    assert_eq!(l.take_fate(), Fate::Forward, "the query's ReadyForQuery");
     assert!(l.deferred().contains_key("s1"), "still deferred");
     assert!(!l.is_desynced());
-    assert!(!l.swallow_pending());
-    // Not helped inside an extended batch, where a Sync would end it.
-    assert!(l.lazy_parse_for(F::Query, b"EXECUTE s1\0", true).is_none());
+    // Not helped inside an extended batch, nor in a failed transaction.
+    assert!(l
+        .lazy_parse_for(F::Query, b"EXECUTE s1\0", true, false)
+        .is_none());
+    assert!(l
+        .lazy_parse_for(F::Query, b"EXECUTE s1\0", false, true)
+        .is_none());
 }

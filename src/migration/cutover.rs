@@ -284,6 +284,9 @@ impl Relay {
             // the source itself does not hold (deferred there already).
             staged.deferred.clear();
             let state = staged.run(&batch).await?;
+            if !staged.deferred.is_empty() {
+                self.confirm_deferred(&staged).await?;
+            }
             for (name, p) in self.ledger.prepared() {
                 if !plan.prepared.iter().any(|s| &s.name == name) {
                     let types = self

@@ -122,8 +122,10 @@ async fn control_query(
     postgres_protocol::message::frontend::query(query, &mut batch)
         .expect("no NUL in pgbaton's own queries");
     postgres_protocol::message::frontend::terminate(&mut batch);
-    let reply = run_batch(&mut r, &mut w, &mut buf, &batch, |_, _| {})
+    let asked = run_batch(&mut r, &mut w, &mut buf, &batch, |_, _| {});
+    let reply = tokio::time::timeout(config.connect_timeout, asked)
         .await
+        .map_err(|_| MoveError::Identity(format!("{} did not answer in time", backend.name)))?
         .map_err(|e| MoveError::Identity(format!("cannot ask {}: {e}", backend.name)))?;
     if let Some((_, msg)) = &reply.error {
         return Err(MoveError::Identity(format!(

@@ -41,6 +41,8 @@ pub struct Shared {
     pub secrets: HashMap<String, StoredSecret>,
     /// Salts the mock secrets of unknown users (see `StoredSecret::mock`).
     pub mock_nonce: [u8; 32],
+    /// The iteration count of mock secrets: most configured users'.
+    pub mock_iterations: u32,
     /// Client bytes held across sessions (`max_client_memory`, fixed at
     /// start).
     pub client_memory: Arc<MemoryBudget>,
@@ -95,7 +97,7 @@ impl Shared {
         for b in &config.backends {
             connectors.insert(b.name.clone(), tls::connector(b)?);
         }
-        let secrets = config
+        let secrets: HashMap<String, StoredSecret> = config
             .users
             .iter()
             .filter_map(|u| {
@@ -108,6 +110,7 @@ impl Shared {
             })
             .collect();
         let client_memory = MemoryBudget::new(config.max_client_memory);
+        let mock_iterations = crate::auth::scram::usual_iterations(secrets.values());
         Ok(Shared {
             client_memory,
             admission: Default::default(),
@@ -116,6 +119,7 @@ impl Shared {
             connectors: RwLock::new(connectors),
             secrets,
             mock_nonce: rand::random(),
+            mock_iterations,
             cancel: CancelRegistry::default(),
             sessions: SessionRegistry::default(),
             stats: Stats::default(),

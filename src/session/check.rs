@@ -29,9 +29,6 @@ pub fn check_result(reply: crate::server::batch::BatchReply) -> Result<ServerSta
         .map_err(|e| CheckError::Server(format!("unreadable check result: {e}")))
 }
 
-/// Name of the statement a probe parses on a client's connection.
-const PROBE_NAME: &str = "pgbaton_probe";
-
 impl Relay {
     /// Whether each statement (text, parameter types) can be prepared on
     /// the session's server now, at a safe point: Parse, Close, Sync each,
@@ -40,17 +37,20 @@ impl Relay {
         &mut self,
         statements: &[(String, Vec<u32>)],
     ) -> Result<Vec<bool>, CheckError> {
+        // A name no client statement has (the client's own names are the
+        // server's namespace too).
+        let probe = format!("pgbaton_probe_{:016x}", rand::random::<u64>());
         let mut batch = BytesMut::with_capacity(256 * statements.len());
         for (query, types) in statements {
             postgres_protocol::message::frontend::parse(
-                PROBE_NAME,
+                &probe,
                 query,
                 types.iter().copied(),
                 &mut batch,
             )
             .map_err(|e| CheckError::Server(e.to_string()))?;
-            postgres_protocol::message::frontend::close(b'S', PROBE_NAME, &mut batch)
-                .expect("static name");
+            postgres_protocol::message::frontend::close(b'S', &probe, &mut batch)
+                .expect("no NUL in the probe's name");
             postgres_protocol::message::frontend::sync(&mut batch);
         }
         let reply = self.run_own_batch(&batch, statements.len()).await?;

@@ -68,7 +68,7 @@ pub async fn authenticate(
     let secret = match shared.secrets.get(user) {
         Some(s) => s,
         None => {
-            mock = StoredSecret::mock(user.as_bytes(), &shared.mock_nonce);
+            mock = StoredSecret::mock(user.as_bytes(), &shared.mock_nonce, shared.mock_iterations);
             &mock
         }
     };

@@ -99,6 +99,15 @@ impl Relay {
     fn forward_held(&mut self) {
         if let Some(msg) = self.held.take() {
             let tag = FrontendTag::from_byte(msg[0]);
+            // The move just made may have deferred what it uses.
+            if let Some(first) = self.ledger.lazy_parse_for(
+                tag,
+                &msg[HEADER_LEN..],
+                self.tracker.batch_open(),
+                self.tracker.tx_status() == TxStatus::Failed,
+            ) {
+                self.to_server.push(first.freeze());
+            }
             self.tracker.on_frontend(tag);
             self.client_messages += 1;
             self.ledger.on_frontend(tag, &msg[HEADER_LEN..]);
@@ -110,9 +119,6 @@ impl Relay {
     /// the client has been answered, so replies stay in order.
     pub(crate) fn process_held(&mut self) {
         let Some(msg) = self.held.clone() else { return };
-        if let Some(r) = self.held_refusal.take() {
-            return self.reply_error(r.code, &r.message);
-        }
         let parse = self.held_is_parse();
         let text = command_text(&msg);
         let parsed = match parse_command(text) {
@@ -170,6 +176,18 @@ impl Relay {
                 "open transaction (status {})",
                 self.tracker.tx_status().as_char()
             ));
+            if dry_run {
+                // The dry run's answer: not now, and why.
+                let notice = e.dry_run_notice(ctx.id, &self.backend.name, &to);
+                self.reply_notice(&notice);
+                if parsed.has_statement || parse {
+                    self.forward_held();
+                } else {
+                    self.held = None;
+                    self.reply_done("MIGRATE 0");
+                }
+                return;
+            }
             return self.reply_error(e.sqlstate(), &format!("pgbaton: {e}"));
         }
         let request = MoveRequest {

@@ -5,6 +5,8 @@
 
 use super::command::is_command;
 use super::relay::Relay;
+use crate::ledger::replies::Fate;
+use crate::protocol::backend::TxStatus;
 use crate::protocol::backend::{error_fields, rename_notifier, BackendTag};
 use crate::protocol::codec::{peek_frame, FrameError, HEADER_LEN};
 use crate::protocol::frontend::FrontendTag;
@@ -27,10 +29,14 @@ impl Relay {
                 if inbox.skipping > 0 {
                     return Ok(terminate);
                 }
-                if let Some(r) = &self.held_refusal {
-                    self.held = Some(bytes::Bytes::copy_from_slice(&[r.tag, 0, 0, 0, 4]));
-                    self.reframe = true;
-                    return Ok(terminate);
+                if let Some(message) = self.refuse_with.take() {
+                    let stand_in = refusal(&message);
+                    if !self.ledger.skipping() {
+                        self.tracker.on_frontend(FrontendTag::Query);
+                    }
+                    self.ledger
+                        .on_frontend(FrontendTag::Query, &stand_in[HEADER_LEN..]);
+                    self.to_server.push(stand_in.freeze());
                 }
                 continue;
             }
@@ -78,9 +84,12 @@ impl Relay {
                         break;
                     }
                     if !self.ledger.deferred().is_empty() {
-                        inject = self
-                            .ledger
-                            .lazy_parse_for(tag, body, self.tracker.batch_open());
+                        inject = self.ledger.lazy_parse_for(
+                            tag,
+                            body,
+                            self.tracker.batch_open(),
+                            self.tracker.tx_status() == TxStatus::Failed,
+                        );
                         if inject.is_some() {
                             break;
                         }
@@ -97,7 +106,13 @@ impl Relay {
                         terminate = true;
                         break;
                     }
-                } else if client_needs_body(tag) || self.discard_until_sync {
+                } else if self.discard_until_sync {
+                    // Dropped anyway: skipped as it arrives, never held.
+                    inbox.skipping = frame.total - have;
+                    discarded = inbox.buf.len();
+                    end = inbox.buf.len();
+                    break;
+                } else if client_needs_body(tag) {
                     // Read on as bytes arrive, never reserved up front from
                     // the header: a length is only a claim (the relay's
                     // read loop grows the buffer and charges the memory
@@ -107,9 +122,12 @@ impl Relay {
                 } else {
                     if tag == FrontendTag::Bind && !self.ledger.deferred().is_empty() {
                         let prefix = &inbox.buf[(end + HEADER_LEN).min(inbox.buf.len())..];
-                        inject = self
-                            .ledger
-                            .lazy_parse_for(tag, prefix, self.tracker.batch_open());
+                        if !bind_names_arrived(prefix) {
+                            // Which statement it binds is not known yet:
+                            // wait for the names before any of it goes.
+                            break;
+                        }
+                        inject = self.ledger.lazy_parse_for(tag, prefix, true, false);
                         if inject.is_some() {
                             break;
                         }
@@ -191,16 +209,33 @@ impl Relay {
                     }
                     let body = &inbox.buf[end + HEADER_LEN..end + frame.total];
                     self.ledger.on_backend(tag, body);
-                    if self.ledger.take_swallow() {
-                        // The reply to pgbaton's own request (a deferred
-                        // statement prepared at its first use): not the
-                        // client's, nor counted as an answer to it.
+                    let fate = self.ledger.take_fate();
+                    if fate != Fate::Forward {
+                        // About pgbaton's own request (a deferred statement
+                        // prepared at its first use): not the client's as
+                        // it came, nor counted as an answer to it.
                         if end > 0 {
                             self.to_client.push(inbox.buf.split_to(end).freeze());
                             end = 0;
                         }
-                        let _ = inbox.buf.split_to(frame.total);
+                        let msg = inbox.buf.split_to(frame.total).freeze();
+                        match fate {
+                            Fate::Keep(name) => self.kept_errors.push((name, msg)),
+                            Fate::Replace(name) => {
+                                let kept = self.kept_errors.iter().position(|(n, _)| *n == name);
+                                let error = match kept {
+                                    Some(i) => self.kept_errors.swap_remove(i).1,
+                                    None => msg,
+                                };
+                                self.to_client.push(error);
+                            }
+                            Fate::Drop | Fate::Forward => {}
+                        }
                         continue;
+                    }
+                    if tag == BackendTag::ReadyForQuery && !self.kept_errors.is_empty() {
+                        // Errors kept for a query that never needed them.
+                        self.kept_errors.clear();
                     }
                     self.tracker.on_backend(tag, body);
                     if tag == BackendTag::ErrorResponse {
@@ -213,7 +248,7 @@ impl Relay {
                         }
                     }
                     end += frame.total;
-                } else if server_needs_body(tag) || self.ledger.swallow_pending() {
+                } else if server_needs_body(tag) {
                     inbox.buf.reserve(frame.total - have);
                     break;
                 } else {
@@ -251,4 +286,24 @@ fn server_needs_body(tag: BackendTag) -> bool {
             | BackendTag::ErrorResponse
             | BackendTag::NotificationResponse
     )
+}
+
+/// Whether a Bind's first bytes hold both its names (portal, statement).
+fn bind_names_arrived(prefix: &[u8]) -> bool {
+    crate::protocol::codec::cstr(prefix)
+        .and_then(|(_, rest)| crate::protocol::codec::cstr(rest))
+        .is_some()
+}
+
+/// A Query that fails on the server with 53200 and `message`: sent in place
+/// of a statement pgbaton could not hold, so the error comes in its turn
+/// and does to a transaction what the server's own out of memory does.
+fn refusal(message: &str) -> BytesMut {
+    let sql = format!(
+        "DO $pgbaton$ BEGIN RAISE EXCEPTION USING ERRCODE = '53200', MESSAGE = '{}'; END $pgbaton$",
+        message.replace('\'', "''").replace('$', "")
+    );
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::query(&sql, &mut out).expect("no NUL in the message");
+    out
 }

@@ -84,15 +84,6 @@ impl Inbox {
     }
 }
 
-/// A client message pgbaton answers with an error in place of the server.
-pub(crate) struct Refusal {
-    /// Query or Parse: how the error is followed (ReadyForQuery, or the rest
-    /// of the batch dropped up to Sync).
-    pub(crate) tag: u8,
-    pub(crate) code: &'static str,
-    pub(crate) message: String,
-}
-
 /// Everything the relay needs; the session owns it and gets it back when a
 /// relay ends, so a server connection can be replaced between relays.
 pub struct Relay {
@@ -110,6 +101,9 @@ pub struct Relay {
     pub(crate) client_in: Inbox,
     /// This session's share of `max_client_memory`, for `client_in`.
     pub(crate) client_charge: Charge,
+    /// Errors of pgbaton's own Parses of deferred statements, held back to
+    /// answer the statement of the running query that uses each.
+    pub(crate) kept_errors: Vec<(String, Bytes)>,
     pub(crate) server_in: Inbox,
     pub(crate) to_server: Outbox,
     pub(crate) to_client: Outbox,
@@ -137,10 +131,9 @@ pub struct Relay {
     pub(crate) moving: Option<Move>,
     /// A Query or Parse holding a command comment, not forwarded (yet).
     pub(crate) held: Option<Bytes>,
-    /// A message refused without being read (it did not fit in memory):
-    /// answered like a held command once it has been skipped and
-    /// everything before it answered.
-    pub(crate) held_refusal: Option<Refusal>,
+    /// A statement refused without being read (it did not fit in memory):
+    /// once skipped, a stand-in failing with this message goes in its place.
+    pub(crate) refuse_with: Option<String>,
     /// After a refused command in a Parse: drop the client's batch up to its
     /// Sync and answer that Sync, as Postgres does after an error.
     pub(crate) discard_until_sync: bool,
@@ -220,6 +213,7 @@ impl Relay {
             max_message_size,
             client_in: Inbox::default(),
             client_charge: Charge::default(),
+            kept_errors: Vec::new(),
             server_in: Inbox {
                 buf: server_leftover,
                 ..Inbox::default()
@@ -242,7 +236,7 @@ impl Relay {
             client_pid: server_pid,
             moving: None,
             held: None,
-            held_refusal: None,
+            refuse_with: None,
             reframe: false,
             discard_until_sync: false,
             cutover_turn: None,
@@ -502,46 +496,65 @@ impl Relay {
             inbox.buf = BytesMut::from(&inbox.buf[..]);
             let _ = self.client_charge.hold(inbox.buf.capacity());
         }
-        if !self.flow.client_open || !inbox.needs_room() {
+        if !self.flow.client_open {
             return true;
         }
-        // Charged for the most the buffer may grow to (BytesMut may double
-        // its allocation), then for what it did allocate.
-        let worst = inbox.buf.capacity() * 2 + READ_CHUNK;
-        let charged = self.client_charge.hold(worst).and_then(|()| {
-            inbox.reserve();
-            self.client_charge.hold(inbox.buf.capacity())
-        });
+        let charged = match inbox.partial {
+            // Room for all of the message already: read on.
+            Some((_, total)) if inbox.buf.capacity() >= total => return true,
+            _ if !inbox.needs_room() => return true,
+            // A message held whole: grow exactly (doubling, never past its
+            // length), charged before it is allocated.
+            Some((_, total)) => {
+                let want = (inbox.buf.capacity() * 2)
+                    .max(inbox.buf.len() + READ_CHUNK)
+                    .min(total);
+                self.client_charge.hold(want).map(|()| {
+                    let mut grown = BytesMut::with_capacity(want);
+                    grown.extend_from_slice(&inbox.buf);
+                    inbox.buf = grown;
+                })
+            }
+            // Ordinary reads: a read chunk more, within the free allowance
+            // almost always; charged for the most BytesMut may allocate.
+            None => {
+                let worst = inbox.buf.capacity() * 2 + READ_CHUNK;
+                self.client_charge.hold(worst).and_then(|()| {
+                    inbox.reserve();
+                    self.client_charge.hold(inbox.buf.capacity())
+                })
+            }
+        };
         let Err(e) = charged else { return true };
         let message = format!(
             "pgbaton: out of memory for client messages: {} MiB are held for all clients, and max_client_memory is {} MiB",
             e.used >> 20,
             e.limit >> 20
         );
-        if let Some((tag, total)) = inbox.partial.take() {
-            // Only the message that does not fit is refused: it is dropped
-            // as it arrives and answered with an ERROR in its turn, as if
-            // the server had refused it; the session goes on.
+        if let Some((b'Q', total)) = inbox.partial {
+            // Only the statement that does not fit is refused: it is dropped
+            // as it arrives, and a stand-in that fails with 53200 goes to the
+            // server in its place, so the error comes in its turn and an
+            // open transaction is aborted, as Postgres' own out of memory
+            // would; the session goes on.
             tracing::warn!(
                 bytes = total,
                 used = e.used,
                 limit = e.limit,
-                "client memory budget spent; refusing one message"
+                "client memory budget spent; refusing one statement"
             );
+            inbox.partial = None;
             inbox.skipping = total - inbox.buf.len();
             inbox.buf = BytesMut::new();
             let _ = self.client_charge.hold(0);
-            if !self.discard_until_sync {
-                self.held_refusal = Some(Refusal {
-                    tag,
-                    code: SqlState::OUT_OF_MEMORY.code(),
-                    message,
-                });
-            }
+            self.refuse_with = Some(message);
             return true;
         }
+        // A Parse (or anything else held whole) cannot be refused with its
+        // batch intact: the session ends, its transaction rolled back.
         inbox.buf = BytesMut::new();
         inbox.streaming = 0;
+        inbox.partial = None;
         let _ = self.client_charge.hold(0);
         self.flow.client_open = false;
         tracing::warn!(

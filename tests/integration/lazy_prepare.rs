@@ -3,7 +3,7 @@
 //! use, answering the error the old server would have given while the
 //! table is missing, and working again once it is back.
 
-use crate::harness::{must_fail, sqlstate, start_servers};
+use crate::harness::{must_fail, sqlstate, start_servers, Raw};
 use crate::migrate::{entry, foreign_proxy, on_all, one, rows, tag_count, where_is};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -124,4 +124,60 @@ async fn a_statement_whose_table_is_gone_moves_and_is_prepared_at_first_use() {
         1
     );
     assert_eq!(one(&client, "EXECUTE by_sql").await, "2");
+}
+
+/// The tags of what `sql` gets back, and its ErrorResponses' codes.
+async fn answer(raw: &mut Raw, sql: &str) -> (Vec<u8>, Vec<String>) {
+    let msgs = raw.query(sql).await;
+    let codes = msgs
+        .iter()
+        .filter(|m| m.tag == b'E')
+        .map(|m| m.code().unwrap())
+        .collect();
+    (msgs.iter().map(|m| m.tag).collect(), codes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferred_statement_answers_in_its_turn_in_a_simple_query() {
+    let servers = start_servers(2).await;
+    let (s1, s2) = (&servers[0], &servers[1]);
+    on_all(&[s1, s2], "CREATE TABLE t (x int)");
+    let proxy = foreign_proxy(&[s1, s2], "").await;
+    let (mut raw, _) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
+    raw.query("PREPARE a AS SELECT x FROM t; PREPARE a2 AS SELECT x FROM t")
+        .await;
+    on_all(&[s1, s2], "DROP TABLE t");
+    let msgs = raw.query("/* pgbaton: migrate to=pg2 */;").await;
+    assert!(msgs.iter().all(|m| m.tag != b'E'), "moved");
+
+    // What comes before the statement runs and is answered first; the
+    // deferred statement then fails as on the old server, once.
+    let (tags, codes) = answer(&mut raw, "SELECT 1; EXECUTE a").await;
+    assert_eq!(
+        tags,
+        b"TDCEZ".to_vec(),
+        "{}",
+        String::from_utf8_lossy(&tags)
+    );
+    assert_eq!(codes, ["42P01"]);
+    let (tags, codes) = answer(&mut raw, "EXECUTE a; EXECUTE a2").await;
+    assert_eq!((tags, codes), (b"EZ".to_vec(), vec!["42P01".to_string()]));
+    // A statement that fails before it is the error, not the deferred one.
+    let (_, codes) = answer(&mut raw, "SELECT 1/0; EXECUTE a").await;
+    assert_eq!(codes, ["22012"]);
+    // In a failed transaction the server's own answer stands.
+    raw.query("BEGIN").await;
+    let (_, codes) = answer(&mut raw, "SELECT 1/0").await;
+    assert_eq!(codes, ["22012"]);
+    let (_, codes) = answer(&mut raw, "EXECUTE a2").await;
+    assert_eq!(codes, ["25P02"]);
+    raw.query("ROLLBACK").await;
+
+    // Prepared anew under the same name: an ordinary statement from then on.
+    raw.query("PREPARE a AS SELECT 2").await;
+    let msgs = raw.query("EXECUTE a").await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(row.body.ends_with(b"2"));
+    let (tags, codes) = answer(&mut raw, "EXECUTE a").await;
+    assert!(codes.is_empty(), "{tags:?} {codes:?}");
 }
