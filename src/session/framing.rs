@@ -77,8 +77,14 @@ impl Relay {
                         end += frame.total;
                         continue;
                     }
+                    // A command opens its own batch. Inside one already
+                    // open, its answer could come only after the batch's
+                    // earlier replies, which the server sends only at the
+                    // Sync behind it: held, it would wait forever. There it
+                    // is an ordinary comment.
                     if (tag == FrontendTag::Query || tag == FrontendTag::Parse)
                         && is_command(tag, body)
+                        && !self.tracker.batch_open()
                     {
                         hold = Some(frame.total);
                         break;

@@ -1019,6 +1019,44 @@ async fn migrate_all_from_the_console() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_inside_an_open_batch_is_an_ordinary_comment() {
+    // A JDBC batch: several statements, one Sync. The comment in the second
+    // Parse cannot be answered before the first statement's replies, which
+    // come only at the Sync behind it: it runs as the comment it is to
+    // Postgres (it used to be held, and the session hung).
+    let servers = start_servers(2).await;
+    let s1 = &servers[0];
+    let proxy = foreign_proxy(&[s1, &servers[1]], "").await;
+    let (mut raw, _) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
+    let mut out = bytes::BytesMut::new();
+    build::parse("", "SELECT 1", &mut out);
+    build::bind("", "", &mut out);
+    build::execute("", &mut out);
+    build::parse(
+        "",
+        "/* pgbaton: migrate to=pg2 */ SELECT inet_server_port()::text",
+        &mut out,
+    );
+    build::bind("", "", &mut out);
+    build::execute("", &mut out);
+    build::sync(&mut out);
+    raw.send(&out).await;
+    let tags = raw.tags_until_rfq().await;
+    assert_eq!(
+        tags,
+        b"12DC12DCZ".to_vec(),
+        "{}",
+        String::from_utf8_lossy(&tags)
+    );
+    let msgs = raw.query("SELECT inet_server_port()::text").await;
+    let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+    assert!(
+        row.body.ends_with(s1.port().to_string().as_bytes()),
+        "not moved"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn comment_at_the_start_of_the_first_parse_moves_too() {
     // DESIGN: "The same comment at the start of the first Parse of an
     // extended-protocol request works too."
