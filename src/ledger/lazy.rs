@@ -21,6 +21,17 @@ use crate::protocol::frontend::{self, FrontendTag};
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 
+/// What the relay knows of the client when it asks [`Ledger::lazy_parse_for`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientState {
+    /// An extended batch is open (no Sync yet).
+    pub batch_open: bool,
+    /// The transaction has failed.
+    pub tx_failed: bool,
+    /// Nothing is in flight and no transaction is open.
+    pub quiet_idle: bool,
+}
+
 /// What a stand-in for a statement that only goes away needs to be: any
 /// statement at all (a DEALLOCATE of it must succeed, as on the old server).
 const STAND_IN: &str = "SELECT";
@@ -61,16 +72,12 @@ impl Ledger {
 
     /// The messages to send before the client's message `tag` (`body`
     /// complete, or the first bytes of a Bind), when it uses a deferred
-    /// statement; their expectations are queued. A simple query is helped
-    /// only outside an extended batch (`batch_open`: a Sync of pgbaton's own
-    /// would end it) and outside a failed transaction (`tx_failed`: a Parse
-    /// there fails whatever the statement).
+    /// statement; their expectations are queued.
     pub fn lazy_parse_for(
         &mut self,
         tag: FrontendTag,
         body: &[u8],
-        batch_open: bool,
-        tx_failed: bool,
+        client: ClientState,
     ) -> Option<BytesMut> {
         if self.deferred.is_empty() || self.replies.skipping {
             return None;
@@ -90,36 +97,79 @@ impl Ledger {
                 }
                 _ => None,
             },
-            FrontendTag::Query if !batch_open && !tx_failed => {
-                let stmts = query_changes(frontend::query_text(body))?;
-                let alone = stmts.len() == 1;
-                let mut out: Option<BytesMut> = None;
-                let mut uses = Vec::new();
-                for (i, stmt) in stmts.iter().enumerate() {
-                    for c in stmt {
-                        // DEALLOCATE works on the old server whatever the
-                        // statement's tables: a stand-in does, when it is
-                        // the query's only statement (so it surely runs and
-                        // the stand-in never outlives it).
-                        let (name, msgs) = match c {
-                            Change::Execute(n) => (n, self.inject(n, true)),
-                            Change::Deallocate(Some(n)) if alone => (n, self.inject_stand_in(n)),
-                            _ => continue,
-                        };
-                        if let Some(msgs) = msgs {
-                            out.get_or_insert_with(BytesMut::new)
-                                .extend_from_slice(&msgs);
-                            uses.push((i, name.clone()));
-                        }
-                    }
-                }
-                if out.is_some() {
-                    self.replies.next_query_lazy = uses;
-                }
-                out
+            // Inside an extended batch a Sync of pgbaton's own would end
+            // it; in a failed transaction a Parse fails whatever it is.
+            FrontendTag::Query if !client.batch_open && !client.tx_failed => {
+                self.lazy_for_query(body, client.quiet_idle)
             }
             _ => None,
         }
+    }
+
+    /// Parses (each with a Sync) for the deferred statements a simple query
+    /// uses, and which of its statements use them.
+    fn lazy_for_query(&mut self, body: &[u8], quiet_idle: bool) -> Option<BytesMut> {
+        let stmts = query_changes(frontend::query_text(body))?;
+        let alone = stmts.len() == 1;
+        let mut wanted = Vec::new();
+        for (i, stmt) in stmts.iter().enumerate() {
+            for c in stmt {
+                match c {
+                    Change::Execute(n) if self.deferred.contains_key(n) => {
+                        wanted.push((i, n.clone(), false))
+                    }
+                    // DEALLOCATE works on the old server whatever the
+                    // statement's tables: a stand-in does, when it is the
+                    // query's only statement (so it surely runs and the
+                    // stand-in never outlives it).
+                    Change::Deallocate(Some(n)) if alone && self.deferred.contains_key(n) => {
+                        wanted.push((i, n.clone(), true))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // pgbaton's Parse runs before the whole query, in the session's
+        // transaction: should it fail, the transaction is aborted before
+        // the query's earlier statements run. Only when no transaction can
+        // be open (nothing in flight, status idle: the Parse then has an
+        // implicit transaction of its own), or when the first use is the
+        // query's first statement (which the old server would fail at
+        // that same point), does the answer stay the old server's.
+        if wanted.is_empty() || (!quiet_idle && wanted.iter().any(|(i, _, _)| *i != 0)) {
+            return None;
+        }
+        let mut out: Option<BytesMut> = None;
+        let mut uses = Vec::new();
+        for (i, name, stand_in) in wanted {
+            let msgs = if stand_in {
+                self.inject_stand_in(&name)
+            } else {
+                self.inject(&name, true)
+            };
+            match msgs {
+                Some(msgs) => {
+                    out.get_or_insert_with(BytesMut::new)
+                        .extend_from_slice(&msgs);
+                    uses.push((i, name));
+                }
+                // Already being prepared for an earlier request: its
+                // error answers this one too.
+                None if self.own_parse_in_flight(&name) => uses.push((i, name)),
+                None => {}
+            }
+        }
+        if !uses.is_empty() {
+            self.replies.next_query_lazy = uses;
+        }
+        out
+    }
+
+    fn own_parse_in_flight(&self, name: &str) -> bool {
+        self.replies
+            .queue
+            .iter()
+            .any(|e| matches!(e, Expect::LazyParse(n) if n == name))
     }
 
     /// A Parse of deferred statement `name` (and a Sync when it goes before
@@ -173,6 +223,11 @@ impl Ledger {
         }
         tracing::debug!(statement = %name, "preparing a deferred statement at its first use");
         Some(out)
+    }
+
+    /// Whether errors kept for queries are still wanted by one.
+    pub fn keeps_lazy_errors(&self) -> bool {
+        !self.replies.lazy_failed.is_empty()
     }
 
     /// What becomes of the reply just given to [`Ledger::on_backend`]

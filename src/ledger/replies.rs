@@ -353,20 +353,26 @@ impl Ledger {
             }
             BackendTag::ErrorResponse => {
                 self.replies.error = true;
+                let fields = crate::protocol::backend::error_fields(body);
                 if let Some(Expect::Query { next, lazy, .. }) = self.replies.queue.front() {
                     // A statement using a deferred statement whose Parse
-                    // failed: the old server's answer is that Parse's error.
+                    // failed, failing because that statement is missing
+                    // (or its transaction aborted by that Parse): the old
+                    // server's answer is that Parse's error.
+                    let missing = matches!(fields.code, b"26000" | b"25P02");
                     if let Some((_, name)) = lazy
                         .iter()
-                        .find(|(i, n)| i == next && self.replies.lazy_failed.contains(n))
+                        .find(|(i, n)| missing && i == next && self.replies.lazy_failed.contains(n))
                     {
                         self.replies.fate = Fate::Replace(name.clone());
                         return;
                     }
                 }
-                if let (Some(Expect::LazyParse(_)), Some(Expect::LazySync)) =
-                    (self.replies.queue.front(), self.replies.queue.get(1))
-                {
+                if let (Some(Expect::LazyParse(_)), Some(Expect::LazySync), false) = (
+                    self.replies.queue.front(),
+                    self.replies.queue.get(1),
+                    fields.is_fatal(),
+                ) {
                     // pgbaton's own Parse before a simple query: its error
                     // waits for the statement that uses it.
                     if let Some(Expect::LazyParse(name)) = self.replies.queue.pop_front() {
@@ -418,7 +424,14 @@ impl Ledger {
                         // pgbaton's own Sync: its ReadyForQuery is not the
                         // client's, the transaction status it reports is.
                         Expect::LazySync => self.replies.fate = Fate::Drop,
-                        Expect::Query { .. } => self.replies.lazy_failed.clear(),
+                        // Kept errors live as long as a query may use them.
+                        Expect::Query { .. }
+                            if !self.replies.queue.iter().any(
+                                |q| matches!(q, Expect::Query { lazy, .. } if !lazy.is_empty()),
+                            ) =>
+                        {
+                            self.replies.lazy_failed.clear()
+                        }
                         _ => {}
                     }
                     if e.ends_batch() {
@@ -471,6 +484,7 @@ impl Ledger {
                 Change::Prepare { name, text } => {
                     // Prepared anew by the client: no longer deferred.
                     self.deferred.remove(name);
+                    self.replies.lazy_failed.remove(name);
                     let changes = statement_changes(text.as_bytes());
                     let search_path = self.search_path();
                     self.prepared.insert(
@@ -485,6 +499,7 @@ impl Ledger {
                 Change::Deallocate(Some(name)) => {
                     self.prepared.remove(name);
                     self.deferred.remove(name);
+                    self.replies.lazy_failed.remove(name);
                 }
                 Change::Deallocate(None) => {
                     self.prepared.clear();

@@ -1,6 +1,7 @@
 //! Scripted wire sequences through the ledger: requests, then the replies a
 //! PG 15 server sends, checking what is recorded.
 
+use super::lazy::ClientState;
 use super::replies::Fate;
 use super::Ledger;
 use crate::protocol::backend::BackendTag as B;
@@ -194,6 +195,13 @@ fn an_error_in_a_simple_query_skips_nothing() {
     assert!(!l.is_desynced());
 }
 
+fn idle() -> ClientState {
+    ClientState {
+        quiet_idle: true,
+        ..ClientState::default()
+    }
+}
+
 fn deferred_ledger() -> Ledger {
     let mut l = Ledger::default();
     parse(&mut l, "s1", "SELECT x FROM t");
@@ -209,13 +217,10 @@ fn a_deferred_statement_is_prepared_before_its_first_bind() {
     let mut l = deferred_ledger();
     let bind = b"\0s1\0\0\0\0\0\0\0";
     let msgs = l
-        .lazy_parse_for(F::Bind, bind, false, false)
+        .lazy_parse_for(F::Bind, bind, idle())
         .expect("a Parse first");
     assert_eq!(msgs[0], b'P');
-    assert!(
-        l.lazy_parse_for(F::Bind, bind, false, false).is_none(),
-        "once"
-    );
+    assert!(l.lazy_parse_for(F::Bind, bind, idle()).is_none(), "once");
     l.on_frontend(F::Bind, bind);
     l.on_frontend(F::Execute, b"\0\0\0\0\0");
     l.on_frontend(F::Sync, b"");
@@ -234,7 +239,7 @@ fn a_deferred_statement_is_prepared_before_its_first_bind() {
 fn a_failed_lazy_prepare_answers_the_statement_that_uses_it() {
     let mut l = deferred_ledger();
     let msgs = l
-        .lazy_parse_for(F::Query, b"SELECT 1; EXECUTE s1\0", false, false)
+        .lazy_parse_for(F::Query, b"SELECT 1; EXECUTE s1\0", idle())
         .expect("Parse and Sync first");
     assert_eq!((msgs[0], msgs[msgs.len() - 5]), (b'P', b'S'));
     query(&mut l, "SELECT 1; EXECUTE s1");
@@ -257,11 +262,25 @@ fn a_failed_lazy_prepare_answers_the_statement_that_uses_it() {
     assert_eq!(l.take_fate(), Fate::Forward, "the query's ReadyForQuery");
     assert!(l.deferred().contains_key("s1"), "still deferred");
     assert!(!l.is_desynced());
-    // Not helped inside an extended batch, nor in a failed transaction.
+    // Not helped inside an extended batch, nor in a failed transaction;
+    // in an open one only when the first statement is the first use.
+    let state = |batch_open, tx_failed, quiet_idle| ClientState {
+        batch_open,
+        tx_failed,
+        quiet_idle,
+    };
+    let q = b"EXECUTE s1\0";
     assert!(l
-        .lazy_parse_for(F::Query, b"EXECUTE s1\0", true, false)
+        .lazy_parse_for(F::Query, q, state(true, false, false))
         .is_none());
     assert!(l
-        .lazy_parse_for(F::Query, b"EXECUTE s1\0", false, true)
+        .lazy_parse_for(F::Query, q, state(false, true, false))
         .is_none());
+    let second = b"INSERT INTO t VALUES (1); EXECUTE s1\0";
+    assert!(l
+        .lazy_parse_for(F::Query, second, state(false, false, false))
+        .is_none());
+    assert!(l
+        .lazy_parse_for(F::Query, q, state(false, false, false))
+        .is_some());
 }

@@ -100,12 +100,8 @@ impl Relay {
         if let Some(msg) = self.held.take() {
             let tag = FrontendTag::from_byte(msg[0]);
             // The move just made may have deferred what it uses.
-            if let Some(first) = self.ledger.lazy_parse_for(
-                tag,
-                &msg[HEADER_LEN..],
-                self.tracker.batch_open(),
-                self.tracker.tx_status() == TxStatus::Failed,
-            ) {
+            let client = super::framing::client_state(&self.tracker);
+            if let Some(first) = self.ledger.lazy_parse_for(tag, &msg[HEADER_LEN..], client) {
                 self.to_server.push(first.freeze());
             }
             self.tracker.on_frontend(tag);

@@ -5,6 +5,7 @@
 
 use super::command::is_command;
 use super::relay::Relay;
+use crate::ledger::lazy::ClientState;
 use crate::ledger::replies::Fate;
 use crate::protocol::backend::TxStatus;
 use crate::protocol::backend::{error_fields, rename_notifier, BackendTag};
@@ -90,12 +91,9 @@ impl Relay {
                         break;
                     }
                     if !self.ledger.deferred().is_empty() {
-                        inject = self.ledger.lazy_parse_for(
-                            tag,
-                            body,
-                            self.tracker.batch_open(),
-                            self.tracker.tx_status() == TxStatus::Failed,
-                        );
+                        inject = self
+                            .ledger
+                            .lazy_parse_for(tag, body, client_state(&self.tracker));
                         if inject.is_some() {
                             break;
                         }
@@ -126,6 +124,11 @@ impl Relay {
                     inbox.partial = Some((frame.tag, frame.total));
                     break;
                 } else {
+                    if tag == FrontendTag::Describe && !self.ledger.deferred().is_empty() {
+                        // It may name a deferred statement: read it whole
+                        // (a few bytes) so its Parse can go first.
+                        break;
+                    }
                     if tag == FrontendTag::Bind && !self.ledger.deferred().is_empty() {
                         let prefix = &inbox.buf[(end + HEADER_LEN).min(inbox.buf.len())..];
                         if !bind_names_arrived(prefix) {
@@ -133,7 +136,9 @@ impl Relay {
                             // wait for the names before any of it goes.
                             break;
                         }
-                        inject = self.ledger.lazy_parse_for(tag, prefix, true, false);
+                        inject =
+                            self.ledger
+                                .lazy_parse_for(tag, prefix, client_state(&self.tracker));
                         if inject.is_some() {
                             break;
                         }
@@ -228,19 +233,19 @@ impl Relay {
                         match fate {
                             Fate::Keep(name) => self.kept_errors.push((name, msg)),
                             Fate::Replace(name) => {
-                                let kept = self.kept_errors.iter().position(|(n, _)| *n == name);
-                                let error = match kept {
-                                    Some(i) => self.kept_errors.swap_remove(i).1,
-                                    None => msg,
-                                };
+                                let kept = self.kept_errors.iter().find(|(n, _)| *n == name);
+                                let error = kept.map_or(msg, |(_, e)| e.clone());
                                 self.to_client.push(error);
                             }
                             Fate::Drop | Fate::Forward => {}
                         }
                         continue;
                     }
-                    if tag == BackendTag::ReadyForQuery && !self.kept_errors.is_empty() {
-                        // Errors kept for a query that never needed them.
+                    if tag == BackendTag::ReadyForQuery
+                        && !self.kept_errors.is_empty()
+                        && !self.ledger.keeps_lazy_errors()
+                    {
+                        // No query left that may use them.
                         self.kept_errors.clear();
                     }
                     self.tracker.on_backend(tag, body);
@@ -312,4 +317,16 @@ fn refusal(message: &str) -> BytesMut {
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::query(&sql, &mut out).expect("no NUL in the message");
     out
+}
+
+/// What the ledger needs of the client's state to prepare a deferred
+/// statement before a request.
+pub(crate) fn client_state(tracker: &super::tracker::Tracker) -> ClientState {
+    ClientState {
+        batch_open: tracker.batch_open(),
+        tx_failed: tracker.tx_status() == TxStatus::Failed,
+        quiet_idle: tracker.outstanding() == 0
+            && !tracker.batch_open()
+            && tracker.tx_status() == TxStatus::Idle,
+    }
 }

@@ -141,7 +141,7 @@ async fn answer(raw: &mut Raw, sql: &str) -> (Vec<u8>, Vec<String>) {
 async fn a_deferred_statement_answers_in_its_turn_in_a_simple_query() {
     let servers = start_servers(2).await;
     let (s1, s2) = (&servers[0], &servers[1]);
-    on_all(&[s1, s2], "CREATE TABLE t (x int)");
+    on_all(&[s1, s2], "CREATE TABLE t (x int); CREATE TABLE k (x int)");
     let proxy = foreign_proxy(&[s1, s2], "").await;
     let (mut raw, _) = Raw::login(proxy.addr, &[("user", "postgres")]).await;
     raw.query("PREPARE a AS SELECT x FROM t; PREPARE a2 AS SELECT x FROM t")
@@ -172,6 +172,33 @@ async fn a_deferred_statement_answers_in_its_turn_in_a_simple_query() {
     let (_, codes) = answer(&mut raw, "EXECUTE a2").await;
     assert_eq!(codes, ["25P02"]);
     raw.query("ROLLBACK").await;
+    // In an open transaction, a use after other statements is left to the
+    // server (26000): pgbaton's Parse would run first and abort the
+    // transaction before them. The COMMIT commits.
+    raw.query("BEGIN").await;
+    raw.query("INSERT INTO k VALUES (1)").await;
+    let msgs = raw.query("COMMIT; EXECUTE a2").await;
+    let done = msgs
+        .iter()
+        .find(|m| m.tag == b'C')
+        .expect("the COMMIT's answer");
+    assert_eq!(&done.body[..], b"COMMIT\0");
+    let codes: Vec<_> = msgs
+        .iter()
+        .filter(|m| m.tag == b'E')
+        .filter_map(|m| m.code())
+        .collect();
+    assert_eq!(codes, ["26000"]);
+    let msgs = raw.query("SELECT count(*)::text FROM k").await;
+    assert!(msgs
+        .iter()
+        .find(|m| m.tag == b'D')
+        .unwrap()
+        .body
+        .ends_with(b"1"));
+    // Prepared anew in the same query: its own errors are its own.
+    let (_, codes) = answer(&mut raw, "PREPARE a2 AS SELECT 1/0; EXECUTE a2").await;
+    assert_eq!(codes, ["22012"]);
 
     // Prepared anew under the same name: an ordinary statement from then on.
     raw.query("PREPARE a AS SELECT 2").await;
