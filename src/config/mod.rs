@@ -116,6 +116,15 @@ pub struct TlsFiles {
 }
 
 /// The validated configuration of one pgbaton process.
+/// What a move does when no safe point comes before its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// Give up; the session keeps running on its source.
+    Abort,
+    /// Close the session with 57P01 (for drains).
+    Disconnect,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -144,7 +153,7 @@ pub struct Config {
     /// How long a move waits for a safe point unless told otherwise.
     pub migration_wait: Duration,
     /// Drains: what happens to a session still pinned when the wait is over.
-    pub drain_on_timeout: crate::migration::OnTimeout,
+    pub drain_on_timeout: OnTimeout,
     /// SCALE OUT without a target runs this; it must start a server and print
     /// `NAME HOST:PORT` on its last line of output.
     pub scale_out_hook: Option<String>,

@@ -150,8 +150,8 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
     let connect_timeout = duration("connect_timeout", &raw.connect_timeout, 10)?;
     let migration_wait = duration("migration_wait", &raw.migration_wait, 30)?;
     let drain_on_timeout = match raw.drain_on_timeout.as_deref().unwrap_or("abort") {
-        "abort" => crate::migration::OnTimeout::Abort,
-        "disconnect" => crate::migration::OnTimeout::Disconnect,
+        "abort" => OnTimeout::Abort,
+        "disconnect" => OnTimeout::Disconnect,
         other => {
             return Err(invalid(
                 "drain_on_timeout",

@@ -113,7 +113,8 @@ async fn control_query(
         name: b"application_name".to_vec(),
         value: b"pgbaton-control".to_vec(),
     });
-    let conn = crate::session::connect_server(shared, &config, backend, &control, user)
+    let connector = shared.connector(&backend.name);
+    let conn = crate::server::connect_server(&config, backend, connector.as_ref(), &control, user)
         .await
         .map_err(|e| MoveError::from_server(&backend.name, &e))?;
     let (mut r, mut w) = tokio::io::split(conn.stream);

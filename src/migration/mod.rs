@@ -31,14 +31,8 @@ use tokio_postgres::error::SqlState;
 /// Default wait for a safe point.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
-/// What to do when no safe point comes before the deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnTimeout {
-    /// Give up; the session keeps running on its source.
-    Abort,
-    /// Close the session with 57P01 (for drains).
-    Disconnect,
-}
+/// Re-exported: a move's policy lives with the configuration that sets it.
+pub use crate::config::OnTimeout;
 
 /// Who asked for a move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

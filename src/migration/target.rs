@@ -91,7 +91,8 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
     // The login and the replay load Postgres: shared with other
     // pre-stagings, never with a cutover (see `Shared::move_gate`).
     let _gate = shared.move_gate.clone().read_owned().await;
-    let conn = crate::session::connect_server(&shared, &config, &target, &startup, &user)
+    let connector = shared.connector(&target.name);
+    let conn = crate::server::connect_server(&config, &target, connector.as_ref(), &startup, &user)
         .await
         .map_err(|e| MoveError::from_server(&target.name, &e))?;
     let tls = conn.stream.is_tls();

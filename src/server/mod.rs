@@ -40,3 +40,29 @@ impl ServerConn {
             .map(|(_, v)| v.as_slice())
     }
 }
+
+/// Connects and logs in to `backend` for a client's session (or a move's
+/// target, or a control connection): its startup `params`, and the password
+/// the configuration gives pgbaton for `user`. `connector` is the backend's
+/// TLS set-up, when it has one.
+pub async fn connect_server(
+    config: &crate::config::Config,
+    backend: &Backend,
+    connector: Option<&tokio_rustls::TlsConnector>,
+    params: &[crate::protocol::startup::StartupParam],
+    user: &str,
+) -> Result<ServerConn, ServerError> {
+    let stream = connect(backend, connector, config.connect_timeout).await?;
+    let password = config.user(user).and_then(|u| u.password_for_servers());
+    login(
+        stream,
+        backend,
+        Login {
+            params,
+            user,
+            password,
+            timeout: config.connect_timeout,
+        },
+    )
+    .await
+}

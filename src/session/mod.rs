@@ -19,14 +19,13 @@ mod steps;
 pub mod tracker;
 
 use crate::cancel::CancelTarget;
-use crate::config::Config;
 use crate::net::Stream;
 use crate::protocol::startup::{self, StartupParam, PROTOCOL_3_0};
 use crate::protocol::write::{self, Report, Severity};
 use crate::proxy::admission::{ClientSlot, StartupTicket};
 use crate::proxy::shared::Stats;
 use crate::proxy::Shared;
-use crate::server::{self, Login, ServerError};
+use crate::server::{self, ServerError};
 use bytes::BytesMut;
 use handshake::{HandshakeError, Opening};
 use registry::{Live, SessionEntry, SessionState};
@@ -305,7 +304,9 @@ async fn login(
 
     let backend = config.default_backend().clone();
     span.record("backend", backend.name.as_str());
-    let server = match connect_server(shared, &config, &backend, &params, &user).await {
+    let connector = shared.connector(&backend.name);
+    let connecting = server::connect_server(&config, &backend, connector.as_ref(), &params, &user);
+    let server = match connecting.await {
         Ok(s) => {
             shared.note_backend_reachable(&backend.name, true);
             s
@@ -413,30 +414,6 @@ async fn run(
         Stats::bump(&shared.stats.protocol_errors);
     }
     end
-}
-
-/// Connects and logs in to `backend` for this client.
-pub async fn connect_server(
-    shared: &Shared,
-    config: &Config,
-    backend: &crate::config::Backend,
-    params: &[StartupParam],
-    user: &str,
-) -> Result<server::ServerConn, ServerError> {
-    let connector = shared.connector(&backend.name);
-    let stream = server::connect(backend, connector.as_ref(), config.connect_timeout).await?;
-    let password = config.user(user).and_then(|u| u.password_for_servers());
-    server::login(
-        stream,
-        backend,
-        Login {
-            params,
-            user,
-            password,
-            timeout: config.connect_timeout,
-        },
-    )
-    .await
 }
 
 /// Protocol 3.2 (PG18) and `_pq_.*` options: pgbaton speaks 3.0 and says so
