@@ -15,7 +15,7 @@
 
 use super::change::{query_changes, Change};
 use super::replies::{Expect, Fate};
-use super::{Ledger, Prepared, PreparedKind};
+use super::{Ledger, Prepared};
 use crate::protocol::codec::cstr;
 use crate::protocol::frontend::{self, FrontendTag};
 use bytes::BytesMut;
@@ -187,16 +187,12 @@ impl Ledger {
             tracing::debug!(statement = %name, "deferred statement not prepared: the search_path changed since it was");
             return None;
         }
-        let query = match &p.kind {
-            PreparedKind::Sql { text } => text.clone(),
-            PreparedKind::Protocol { parse_body } => frontend::parse_body(parse_body)
-                .map(|b| String::from_utf8_lossy(b.query).into_owned())?,
-        };
+        let query = p.query_text();
         self.queue_parse(name, &query, &types, with_sync)
     }
 
-    /// A DEALLOCATE of a deferred statement whose text cannot be prepared
-    /// (any more, or under this search_path): a stand-in of the same name.
+    /// For a DEALLOCATE of a deferred statement: a stand-in of the same
+    /// name, which prepares whatever its text's tables or search_path.
     fn inject_stand_in(&mut self, name: &str) -> Option<BytesMut> {
         if !self.deferred.contains_key(name) || self.lazy_in_flight(name) {
             return None;

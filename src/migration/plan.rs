@@ -210,19 +210,27 @@ impl ReplayPlan {
         }
         let final_path = self.search_path().map(str::to_string);
         let mut current = final_path.clone();
+        // Where the last part ended: a Parse needs a Sync before it only
+        // when something was written since.
+        let mut part_start = usize::MAX;
         for p in &self.prepared {
             use_search_path(out, &mut current, p.search_path.as_deref());
-            sync(out, &mut parts);
+            if out.len() != part_start {
+                sync(out, &mut parts);
+            }
             if frontend::parse(&p.name, &p.query, p.param_types.iter().copied(), out).is_ok() {
                 parts
                     .lazy
                     .push((parts.syncs, p.name.clone(), p.param_types.clone()));
             }
             sync(out, &mut parts);
+            part_start = out.len();
         }
         if let Some((body, path)) = &self.unnamed {
             use_search_path(out, &mut current, path.as_deref());
-            sync(out, &mut parts);
+            if out.len() != part_start {
+                sync(out, &mut parts);
+            }
             write::message(out, b'P', |b| b.put_slice(body));
             let types = parse_body(body).map(|p| p.param_types).unwrap_or_default();
             parts.lazy.push((parts.syncs, String::new(), types));

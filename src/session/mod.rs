@@ -123,7 +123,7 @@ async fn open(
     tcp: TcpStream,
     ticket: StartupTicket,
 ) -> Option<(Opened, ClientSlot)> {
-    let started = tokio::select! {
+    let mut started = tokio::select! {
         s = tokio::time::timeout(AUTH_TIMEOUT, start(shared, tcp)) => match s {
             Ok(Some(s)) => s,
             Ok(None) => return None,
@@ -139,16 +139,9 @@ async fn open(
         }
     };
     drop(ticket);
-    let Started {
-        mut stream,
-        params,
-        user,
-        db,
-        out,
-    } = started;
     let config = shared.config();
     let slot = match shared.admission.admit(
-        config.is_admin(&user),
+        config.is_admin(&started.user),
         config.max_clients,
         config.admin_reserved_clients,
     ) {
@@ -161,7 +154,7 @@ async fn open(
                 full.message()
             );
             fatal(
-                &mut stream,
+                &mut started.stream,
                 SqlState::TOO_MANY_CONNECTIONS.code(),
                 full.message(),
             )
@@ -169,7 +162,7 @@ async fn open(
             return None;
         }
     };
-    let opened = login(shared, stream, params, user, db, out).await?;
+    let opened = login(shared, started).await?;
     Some((opened, slot))
 }
 
@@ -275,14 +268,14 @@ async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Option<Started> {
 }
 
 /// The admin console, or the login to the default backend.
-async fn login(
-    shared: &Arc<Shared>,
-    mut stream: Stream,
-    params: Vec<StartupParam>,
-    user: String,
-    db: String,
-    mut out: BytesMut,
-) -> Option<Opened> {
+async fn login(shared: &Arc<Shared>, started: Started) -> Option<Opened> {
+    let Started {
+        mut stream,
+        params,
+        user,
+        db,
+        mut out,
+    } = started;
     let config = shared.config();
     let span = tracing::Span::current();
     if db == crate::admin::DATABASE {

@@ -482,8 +482,9 @@ impl Relay {
     }
 
     /// Room for the next client read, charged to the proxy-wide budget
-    /// first. False when the budget is spent: the client is told so and
-    /// the session closes (its partial message never reached the server).
+    /// first. When the budget is spent, a simple query arriving is refused
+    /// (skipped, then a stand-in fails in its place) and this is true; for
+    /// anything else the session closes with FATAL 53200 and this is false.
     fn make_room_for_client(&mut self) -> bool {
         let inbox = &mut self.client_in;
         if inbox.buf.capacity() > FREE_PER_SESSION

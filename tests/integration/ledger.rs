@@ -53,7 +53,7 @@ async fn agreed(entry: &SessionEntry) -> CheckReport {
     report
 }
 
-async fn ledger_rows(entry: &SessionEntry) -> Vec<(String, String, String)> {
+pub(crate) async fn ledger_rows(entry: &SessionEntry) -> Vec<(String, String, String)> {
     entry
         .ledger()
         .await

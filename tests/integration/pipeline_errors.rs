@@ -6,6 +6,7 @@
 
 use crate::harness::raw::build;
 use crate::harness::{start_servers, Raw};
+use crate::ledger::ledger_rows;
 use crate::migrate::{admin, col, entry, foreign_proxy, request, ADMIN};
 use bytes::BytesMut;
 use pgbaton::session::registry::SessionEntry;
@@ -16,14 +17,11 @@ fn show(msgs: &[crate::harness::Msg]) -> String {
 }
 
 async fn notes(entry: &SessionEntry) -> Vec<String> {
-    entry
-        .ledger()
+    ledger_rows(entry)
         .await
-        .expect("the session answers")
-        .rows
         .into_iter()
-        .filter(|r| r.kind == "note")
-        .map(|r| format!("{}: {}", r.name, r.value))
+        .filter(|(kind, _, _)| kind == "note")
+        .map(|(_, name, value)| format!("{name}: {value}"))
         .collect()
 }
 
