@@ -13,8 +13,9 @@ use anyhow::{Context, Result};
 use pgbaton::config::{Config, Overrides, ServerTls};
 use pgbaton::localpg::{LocalPgOptions, LocalPostgres};
 use pgbaton::migration::history::Status;
-use pgbaton::migration::{fleet, Origin};
+use pgbaton::migration::Origin;
 use pgbaton::proxy::Proxy;
+use pgbaton::session::fleet;
 use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -49,7 +50,7 @@ async fn run(n: usize) -> Result<()> {
         b.foreign = true;
     }
     config.migration_wait = Duration::from_secs(120);
-    let proxy = Proxy::bind(config).await?;
+    let proxy = Proxy::bind(config, pgbaton::admin::console).await?;
     let addr = proxy.local_addr();
     let shared = proxy.shared();
     tokio::spawn(proxy.run());
@@ -74,12 +75,12 @@ async fn run(n: usize) -> Result<()> {
         let stmt = client.prepare("SELECT $1::int + 1").await?;
         clients.push((client, stmt));
     }
-    let before = shared.history.list().len();
+    let before = shared.env.moves.history.list().len();
     let started = Instant::now();
-    let moving = fleet::move_all(&shared, Some("pg1"), "pg2", Origin::Admin, None)?;
+    let moving = fleet::move_all(&shared.env, Some("pg1"), "pg2", Origin::Admin, None)?;
     // Wait for every record to finish (the moves run on the sessions' tasks).
     loop {
-        let records = shared.history.list();
+        let records = shared.env.moves.history.list();
         let done = records[before.min(records.len())..]
             .iter()
             .filter(|r| r.status != Status::Waiting)
@@ -90,7 +91,7 @@ async fn run(n: usize) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let total = started.elapsed();
-    let records = shared.history.list();
+    let records = shared.env.moves.history.list();
     let mine = &records[before..];
     let aborted: Vec<_> = mine
         .iter()

@@ -20,18 +20,38 @@ pub struct CancelTarget {
 /// backend, and two servers (or one server's recycled pids) can hand out
 /// the same pid to two sessions, while pgbaton draws every secret itself
 /// and keeps them unique.
+///
+/// The secret's top byte names the replica that owns the session, so that
+/// in a fleet a replica that gets a cancel for another's session knows
+/// where to forward it; the other 24 bits are random. (With the pid, which
+/// must match too, a guess still needs about 2^24 tries per session, and a
+/// wrong one does nothing.)
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
+    node: u8,
     entries: Mutex<HashMap<i32, (i32, CancelTarget)>>,
 }
 
 impl CancelRegistry {
+    /// The registry of replica `node` (0 when it runs alone).
+    pub fn new(node: u8) -> CancelRegistry {
+        CancelRegistry {
+            node,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The replica a cancel key was given by.
+    pub fn node_of(key: i32) -> u8 {
+        (key as u32 >> 24) as u8
+    }
+
     /// Registers a session under its client-visible `pid` with a new random
     /// secret, unique among live sessions, and returns the secret.
     pub fn register(&self, pid: i32, target: CancelTarget) -> i32 {
         let mut entries = self.lock();
         loop {
-            let key: i32 = rand::random();
+            let key = ((u32::from(self.node) << 24) | (rand::random::<u32>() & 0x00ff_ffff)) as i32;
             if let std::collections::hash_map::Entry::Vacant(v) = entries.entry(key) {
                 v.insert((pid, target));
                 return key;
@@ -115,5 +135,18 @@ mod tests {
         assert_eq!(r.lookup(7, b).unwrap().pid, 200);
         r.remove(a);
         assert_eq!(r.lookup(7, b).unwrap().pid, 200);
+    }
+
+    #[test]
+    fn a_secret_names_its_replica() {
+        let r = CancelRegistry::new(0xa7);
+        for _ in 0..100 {
+            let key = r.register(1, target(100));
+            assert_eq!(CancelRegistry::node_of(key), 0xa7);
+        }
+        assert_eq!(
+            CancelRegistry::node_of(CancelRegistry::default().register(1, target(1))),
+            0
+        );
     }
 }

@@ -58,7 +58,7 @@ pub async fn run(listen: &str) -> Result<(), DemoError> {
     for b in &mut config.backends {
         b.tls = crate::config::ServerTls::Disable;
     }
-    let proxy = Proxy::bind(config).await?;
+    let proxy = Proxy::bind(config, crate::admin::console).await?;
     let addr = proxy.local_addr();
     let (host, port) = (addr.ip(), addr.port());
     say!("pgbaton demo is running: two throwaway Postgres servers behind a proxy.");

@@ -76,7 +76,7 @@ async fn serve(
     config: Config,
     source: Option<(std::path::PathBuf, pgbaton::config::Overrides)>,
 ) -> anyhow::Result<()> {
-    let proxy = Proxy::bind(config).await?;
+    let proxy = Proxy::bind(config, pgbaton::admin::console).await?;
     if let Some((path, overrides)) = source {
         proxy.shared().set_source(path, overrides);
     }

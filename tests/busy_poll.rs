@@ -68,7 +68,9 @@ async fn a_busy_polling_proxy_relays_pgbench_and_its_spins_find_replies() {
     let proxy_thread = std::thread::spawn(move || {
         let runtime = pgbaton::proxy::runtime::build(1, config.busy_poll).expect("runtime builds");
         runtime.block_on(async move {
-            let proxy = Proxy::bind(config).await.expect("proxy binds");
+            let proxy = Proxy::bind(config, pgbaton::admin::console)
+                .await
+                .expect("proxy binds");
             addr_tx.send(proxy.local_addr()).unwrap();
             tokio::select! {
                 _ = proxy.run() => {},

@@ -106,7 +106,7 @@ async fn held_bytes_are_bounded_across_clients() {
         "max_message_size = 50331648\nmax_client_memory = 67108864",
     ))
     .await;
-    let budget = proxy.shared.client_memory.clone();
+    let budget = proxy.shared.env.client_memory.clone();
     let len = 40 << 20;
 
     // The first client sends all of a 40 MiB statement but its last byte:

@@ -2,14 +2,15 @@
 //! returns at once; progress shows in SHOW MIGRATIONS.
 
 use super::{AdminError, ResultSet};
-use crate::migration::{fleet, Origin};
+use crate::migration::Origin;
 use crate::proxy::Shared;
+use crate::session::fleet;
 use std::sync::Arc;
 
 pub async fn run(shared: &Arc<Shared>, from: &str, to: &str) -> Result<ResultSet, AdminError> {
     // Asked before the moves start, while the sessions are still on `from`.
-    let warnings = fleet::split_brain_warnings(shared, Some(from), to).await;
-    let n = fleet::move_all(shared, Some(from), to, Origin::Admin, None)
+    let warnings = fleet::split_brain_warnings(&shared.env, Some(from), to).await;
+    let n = fleet::move_all(&shared.env, Some(from), to, Origin::Admin, None)
         .map_err(|e| AdminError::new_owned(e.sqlstate().to_string(), e.to_string()))?;
     let mut rs = ResultSet::new(vec!["from", "to", "sessions"]);
     rs.warnings = warnings;

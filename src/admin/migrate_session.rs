@@ -12,7 +12,7 @@ pub async fn run(
     to: &str,
     dry_run: bool,
 ) -> Result<ResultSet, AdminError> {
-    let entry = shared.sessions.get(id).ok_or_else(|| {
+    let entry = shared.env.sessions.get(id).ok_or_else(|| {
         AdminError::new(
             SqlState::UNDEFINED_OBJECT.code(),
             format!("session {id} does not exist"),

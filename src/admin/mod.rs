@@ -34,10 +34,22 @@ use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
 
 /// The database name that opens the console.
-pub const DATABASE: &str = "pgbaton";
+pub use crate::config::ADMIN_DATABASE as DATABASE;
 
 /// Largest admin query accepted.
 const MAX_QUERY: usize = 64 * 1024;
+
+/// The console the proxy is given ([`crate::proxy::ConsoleFn`]).
+pub fn console(
+    shared: Arc<Shared>,
+    client: crate::session::ConsoleClient,
+    shutdown: watch::Receiver<Option<Instant>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let crate::session::ConsoleClient { stream, user, out } = client;
+        serve(&shared, stream, &user, out, shutdown).await;
+    })
+}
 
 /// Runs one console session; `out` already holds AuthenticationOk.
 pub async fn serve(

@@ -6,8 +6,9 @@
 
 use super::{AdminError, ResultSet};
 use crate::config::Backend;
-use crate::migration::{fleet, Origin};
+use crate::migration::Origin;
 use crate::proxy::Shared;
+use crate::session::fleet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
@@ -17,12 +18,20 @@ const HOOK_LIMIT: Duration = Duration::from_secs(120);
 
 pub async fn run(shared: &Arc<Shared>, to: Option<&str>) -> Result<ResultSet, AdminError> {
     let backend = match to {
-        Some(name) => shared.config().backend(name).cloned().ok_or_else(|| {
-            AdminError::new(
-                SqlState::UNDEFINED_OBJECT.code(),
-                format!("unknown backend \"{name}\": targets are configured backend names only"),
-            )
-        })?,
+        Some(name) => shared
+            .env
+            .routing
+            .current()
+            .backend(name)
+            .cloned()
+            .ok_or_else(|| {
+                AdminError::new(
+                    SqlState::UNDEFINED_OBJECT.code(),
+                    format!(
+                        "unknown backend \"{name}\": targets are configured backend names only"
+                    ),
+                )
+            })?,
         None => run_hook(shared).await?,
     };
     let name = backend.name.clone();
@@ -32,8 +41,8 @@ pub async fn run(shared: &Arc<Shared>, to: Option<&str>) -> Result<ResultSet, Ad
             ..backend
         })
         .map_err(|e| AdminError::new(SqlState::CONFIG_FILE_ERROR.code(), e.to_string()))?;
-    let warnings = fleet::split_brain_warnings(shared, None, &name).await;
-    let n = fleet::move_all(shared, None, &name, Origin::ScaleOut, None)
+    let warnings = fleet::split_brain_warnings(&shared.env, None, &name).await;
+    let n = fleet::move_all(&shared.env, None, &name, Origin::ScaleOut, None)
         .map_err(|e| AdminError::new_owned(e.sqlstate().to_string(), e.to_string()))?;
     let mut rs = ResultSet::new(vec!["backend", "sessions"]);
     rs.warnings = warnings;
@@ -44,6 +53,7 @@ pub async fn run(shared: &Arc<Shared>, to: Option<&str>) -> Result<ResultSet, Ad
 
 async fn run_hook(shared: &Shared) -> Result<Backend, AdminError> {
     let config = shared.config();
+    let routing = shared.env.routing.current();
     let hook = config.scale_out_hook.clone().ok_or_else(|| {
         AdminError::new(
             SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE.code(),
@@ -96,14 +106,14 @@ async fn run_hook(shared: &Shared) -> Result<Backend, AdminError> {
         ))
     })?;
     let mut backend = parsed.backends[0].clone();
-    if config.backend(&backend.name).is_some() {
+    if routing.backend(&backend.name).is_some() {
         return Err(failed(format!(
             "scale-out hook named an existing backend \"{}\"",
             backend.name
         )));
     }
     // A new server of the same fleet: same TLS policy as the current default.
-    let default = config.default_backend();
+    let default = routing.default_backend();
     backend.tls = default.tls;
     backend.ca_file = default.ca_file.clone();
     Ok(backend)

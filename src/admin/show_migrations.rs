@@ -18,7 +18,7 @@ pub fn run(shared: &Shared) -> ResultSet {
         "started_at",
     ]);
     rs.set_type("started_at", TIMESTAMPTZ_OID);
-    for r in shared.history.list() {
+    for r in shared.env.moves.history.list() {
         let check = r.full_check.map(|full| if full { "full" } else { "light" });
         rs.push(vec![
             Some(r.id.to_string()),

@@ -12,7 +12,7 @@ pub async fn run(shared: &Shared, id: u64) -> Result<ResultSet, AdminError> {
             format!("session {id} does not exist"),
         )
     };
-    let entry = shared.sessions.get(id).ok_or_else(missing)?;
+    let entry = shared.env.sessions.get(id).ok_or_else(missing)?;
     let snapshot = entry.ledger().await.ok_or_else(missing)?;
     let mut rs = ResultSet::new(vec!["kind", "name", "value", "on_move"]);
     for r in snapshot.rows {

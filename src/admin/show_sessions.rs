@@ -19,14 +19,15 @@ pub fn run(shared: &Shared) -> ResultSet {
         "listening",
         "pinned",
         "migrations",
+        "move",
     ]);
-    for e in shared.sessions.list() {
+    for e in shared.env.sessions.list() {
         let live = e.live();
         rs.push(vec![
             Some(e.id.to_string()),
             Some(e.user.clone()),
             Some(e.database.clone()),
-            Some(e.application_name.clone()),
+            Some(live.summary.application_name.clone()),
             Some(e.client_addr.to_string()),
             Some(live.backend),
             Some(live.backend_pid.to_string()),
@@ -37,6 +38,7 @@ pub fn run(shared: &Shared) -> ResultSet {
             Some(live.summary.listening.to_string()),
             live.summary.pinned,
             Some(live.migrations.to_string()),
+            live.moving.map(str::to_string),
         ]);
     }
     rs

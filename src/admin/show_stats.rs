@@ -6,7 +6,7 @@ use crate::proxy::Shared;
 use std::sync::atomic::Ordering;
 
 pub fn run(shared: &Shared) -> ResultSet {
-    let s = &shared.stats;
+    let s = &shared.env.stats;
     let mut rs = ResultSet::new(vec!["name", "value"]);
     for (name, counter) in [
         ("sessions_total", &s.sessions_total),

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub max_client_memory: Option<usize>,
     pub log_format: Option<String>,
     pub migration_wait: Option<String>,
+    pub cutover_budget: Option<String>,
     pub drain_on_timeout: Option<String>,
     pub scale_out_hook: Option<String>,
     pub threads: Option<usize>,

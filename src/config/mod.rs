@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The database name that opens the admin console.
+pub const ADMIN_DATABASE: &str = "pgbaton";
+
 /// How clients prove who they are to pgbaton.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -152,6 +155,11 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long a move waits for a safe point unless told otherwise.
     pub migration_wait: Duration,
+    /// Longest a cutover may hold its session (and every other move) once
+    /// it has begun: past it the move is aborted and the session stays on
+    /// its source. A source or target that hangs then costs one move this
+    /// long, not every move the check's 30 s.
+    pub cutover_budget: Duration,
     /// Drains: what happens to a session still pinned when the wait is over.
     pub drain_on_timeout: OnTimeout,
     /// SCALE OUT without a target runs this; it must start a server and print

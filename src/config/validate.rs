@@ -57,32 +57,7 @@ pub struct Overrides {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
 
 pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigError> {
-    if let Some(l) = &o.listen {
-        raw.listen = Some(l.clone());
-    }
-    if let Some(a) = &o.auth {
-        raw.auth = Some(a.clone());
-    }
-    if !o.admin_users.is_empty() {
-        raw.admin_users = Some(o.admin_users.clone());
-    }
-    if !o.backends.is_empty() {
-        raw.backends = o
-            .backends
-            .iter()
-            .map(|b| backend_flag(b))
-            .collect::<Result<_, _>>()?;
-    }
-    match (&o.tls_cert, &o.tls_key) {
-        (Some(cert), Some(key)) => {
-            raw.tls = Some(super::file::RawTls {
-                cert: cert.clone(),
-                key: key.clone(),
-            })
-        }
-        (None, None) => {}
-        _ => return Err(invalid("tls", "--tls-cert and --tls-key go together")),
-    }
+    apply_overrides(&mut raw, o)?;
 
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = listen_text
@@ -115,6 +90,134 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
                 )
             })?,
     };
+    let (max_clients, max_startup_clients, admin_reserved_clients) = client_limits(&raw)?;
+
+    let (shutdown_timeout, connect_timeout, migration_wait, cutover_budget, drain_on_timeout) =
+        timing(&raw)?;
+
+    let (max_message_size, max_client_memory) = message_limits(&raw)?;
+
+    let log_format = match raw.log_format.as_deref().unwrap_or("text") {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "log_format",
+                format!("{other:?}: expected \"text\" or \"json\""),
+            ))
+        }
+    };
+
+    let tls = raw.tls.map(|t| TlsFiles {
+        cert: PathBuf::from(t.cert),
+        key: PathBuf::from(t.key),
+    });
+
+    let backends = backends(raw.backends)?;
+
+    let users = users(raw.users)?;
+
+    let admin_users = raw.admin_users.unwrap_or_default();
+
+    Ok(Config {
+        listen,
+        max_clients,
+        max_startup_clients,
+        admin_reserved_clients,
+        auth,
+        admin_users,
+        tls,
+        backends,
+        users,
+        shutdown_timeout,
+        connect_timeout,
+        max_message_size,
+        max_client_memory,
+        log_format,
+        migration_wait,
+        cutover_budget,
+        drain_on_timeout,
+        scale_out_hook: raw.scale_out_hook.filter(|h| !h.trim().is_empty()),
+        threads,
+        busy_poll,
+    })
+}
+
+/// The timeouts, and what a drain does when one passes.
+fn timing(
+    raw: &RawConfig,
+) -> Result<(Duration, Duration, Duration, Duration, OnTimeout), ConfigError> {
+    let duration = |key: &str, v: &Option<String>, default: u64| match v {
+        None => Ok(Duration::from_secs(default)),
+        Some(s) => parse_duration(s).ok_or_else(|| {
+            invalid(
+                key,
+                format!("{s:?} is not a duration like \"30s\" or \"500ms\""),
+            )
+        }),
+    };
+    let shutdown_timeout = duration("shutdown_timeout", &raw.shutdown_timeout, 30)?;
+    let connect_timeout = duration("connect_timeout", &raw.connect_timeout, 10)?;
+    let migration_wait = duration("migration_wait", &raw.migration_wait, 30)?;
+    let cutover_budget = duration("cutover_budget", &raw.cutover_budget, 2)?;
+    if cutover_budget.is_zero() {
+        return Err(invalid(
+            "cutover_budget",
+            "must be more than zero: every cutover needs a round trip",
+        ));
+    }
+    let drain_on_timeout = match raw.drain_on_timeout.as_deref().unwrap_or("abort") {
+        "abort" => OnTimeout::Abort,
+        "disconnect" => OnTimeout::Disconnect,
+        other => {
+            return Err(invalid(
+                "drain_on_timeout",
+                format!("{other:?}: expected \"abort\" or \"disconnect\""),
+            ))
+        }
+    };
+    Ok((
+        shutdown_timeout,
+        connect_timeout,
+        migration_wait,
+        cutover_budget,
+        drain_on_timeout,
+    ))
+}
+
+/// Command-line flags win over the file.
+fn apply_overrides(raw: &mut RawConfig, o: &Overrides) -> Result<(), ConfigError> {
+    if let Some(l) = &o.listen {
+        raw.listen = Some(l.clone());
+    }
+    if let Some(a) = &o.auth {
+        raw.auth = Some(a.clone());
+    }
+    if !o.admin_users.is_empty() {
+        raw.admin_users = Some(o.admin_users.clone());
+    }
+    if !o.backends.is_empty() {
+        raw.backends = o
+            .backends
+            .iter()
+            .map(|b| backend_flag(b))
+            .collect::<Result<_, _>>()?;
+    }
+    match (&o.tls_cert, &o.tls_key) {
+        (Some(cert), Some(key)) => {
+            raw.tls = Some(super::file::RawTls {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+        }
+        (None, None) => {}
+        _ => return Err(invalid("tls", "--tls-cert and --tls-key go together")),
+    }
+    Ok(())
+}
+
+/// `max_clients`, `max_startup_clients` and `admin_reserved_clients`.
+fn client_limits(raw: &RawConfig) -> Result<(usize, usize, usize), ConfigError> {
     let max_clients = raw.max_clients.unwrap_or(1000);
     if max_clients == 0 {
         return Err(invalid("max_clients", "must be at least 1"));
@@ -136,30 +239,11 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         None if raw.admin_users.as_ref().is_some_and(|a| !a.is_empty()) => 3.min(max_clients - 1),
         None => 0,
     };
+    Ok((max_clients, max_startup_clients, admin_reserved_clients))
+}
 
-    let duration = |key: &str, v: &Option<String>, default: u64| match v {
-        None => Ok(Duration::from_secs(default)),
-        Some(s) => parse_duration(s).ok_or_else(|| {
-            invalid(
-                key,
-                format!("{s:?} is not a duration like \"30s\" or \"500ms\""),
-            )
-        }),
-    };
-    let shutdown_timeout = duration("shutdown_timeout", &raw.shutdown_timeout, 30)?;
-    let connect_timeout = duration("connect_timeout", &raw.connect_timeout, 10)?;
-    let migration_wait = duration("migration_wait", &raw.migration_wait, 30)?;
-    let drain_on_timeout = match raw.drain_on_timeout.as_deref().unwrap_or("abort") {
-        "abort" => OnTimeout::Abort,
-        "disconnect" => OnTimeout::Disconnect,
-        other => {
-            return Err(invalid(
-                "drain_on_timeout",
-                format!("{other:?}: expected \"abort\" or \"disconnect\""),
-            ))
-        }
-    };
-
+/// `max_message_size` and `max_client_memory`.
+fn message_limits(raw: &RawConfig) -> Result<(usize, usize), ConfigError> {
     let max_message_size = raw.max_message_size.unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
     if !(1024..=crate::protocol::codec::PG_LARGE_MESSAGE_LIMIT).contains(&max_message_size) {
         return Err(invalid(
@@ -174,37 +258,25 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
             "must be at least max_message_size, or no client could send its largest message",
         ));
     }
+    Ok((max_message_size, max_client_memory))
+}
 
-    let log_format = match raw.log_format.as_deref().unwrap_or("text") {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            return Err(invalid(
-                "log_format",
-                format!("{other:?}: expected \"text\" or \"json\""),
-            ))
-        }
-    };
-
-    let tls = raw.tls.map(|t| TlsFiles {
-        cert: PathBuf::from(t.cert),
-        key: PathBuf::from(t.key),
-    });
-
-    if raw.backends.iter().all(|b| b.draining == Some(true)) && !raw.backends.is_empty() {
+/// The `[[backends]]`, checked: at least one, not all draining, names unique.
+fn backends(raw: Vec<super::file::RawBackend>) -> Result<Vec<Backend>, ConfigError> {
+    if raw.iter().all(|b| b.draining == Some(true)) && !raw.is_empty() {
         return Err(invalid(
             "backends",
             "every backend is draining: new sessions would have nowhere to go",
         ));
     }
-    if raw.backends.is_empty() {
+    if raw.is_empty() {
         return Err(invalid(
             "backends",
             "at least one backend is needed ([[backends]] in the file or --backend NAME=HOST:PORT)",
         ));
     }
-    let mut backends = Vec::with_capacity(raw.backends.len());
-    for (i, b) in raw.backends.into_iter().enumerate() {
+    let mut backends = Vec::with_capacity(raw.len());
+    for (i, b) in raw.into_iter().enumerate() {
         let backend = backend(i, b)?;
         if backends.iter().any(|x: &Backend| x.name == backend.name) {
             return Err(invalid(
@@ -214,9 +286,13 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         }
         backends.push(backend);
     }
+    Ok(backends)
+}
 
-    let mut users: Vec<User> = Vec::with_capacity(raw.users.len());
-    for (i, u) in raw.users.into_iter().enumerate() {
+/// The `[[users]]`, checked: names unique, SCRAM secrets readable.
+fn users(raw: Vec<super::file::RawUser>) -> Result<Vec<User>, ConfigError> {
+    let mut users: Vec<User> = Vec::with_capacity(raw.len());
+    for (i, u) in raw.into_iter().enumerate() {
         if u.name.is_empty() {
             return Err(invalid(format!("users[{i}].name"), "must not be empty"));
         }
@@ -241,30 +317,7 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
             server_password: u.server_password.map(Secret::new),
         });
     }
-
-    let admin_users = raw.admin_users.unwrap_or_default();
-
-    Ok(Config {
-        listen,
-        max_clients,
-        max_startup_clients,
-        admin_reserved_clients,
-        auth,
-        admin_users,
-        tls,
-        backends,
-        users,
-        shutdown_timeout,
-        connect_timeout,
-        max_message_size,
-        max_client_memory,
-        log_format,
-        migration_wait,
-        drain_on_timeout,
-        scale_out_hook: raw.scale_out_hook.filter(|h| !h.trim().is_empty()),
-        threads,
-        busy_poll,
-    })
+    Ok(users)
 }
 
 fn valid_name(name: &str) -> bool {

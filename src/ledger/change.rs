@@ -179,48 +179,49 @@ pub fn changes_of(effect: Effect<'_>, out: &mut Vec<Change>) {
         Effect::Close(t) => out.push(Change::CloseCursor(target(t))),
         Effect::CreateTemp { .. } => out.push(Change::CreateTemp),
         Effect::Load { file } => out.push(Change::Load(file.to_name())),
-        Effect::Calls(calls) => {
-            if calls.set_config() {
-                for call in calls.set_configs() {
-                    match (call.name, call.is_local) {
-                        (Some(name), Some(false)) => {
-                            let name = setting_name(name.to_name());
-                            // A constant value is known; any expression is
-                            // for the server check to read.
-                            let value = call.value.map(|v| v.to_name());
-                            match name.as_str() {
-                                // The role is no setting (session-state B6).
-                                "role" => out.push(Change::Role(value.filter(|v| v != "none"))),
-                                "session_authorization" => {
-                                    out.push(Change::SessionAuthorization(value))
-                                }
-                                _ => out.push(Change::Set {
-                                    name,
-                                    value: Some(value.unwrap_or_default()),
-                                }),
-                            }
-                        }
-                        (Some(_), Some(true)) => {}
-                        _ => out.push(Change::OpaqueSetConfig),
+        Effect::Calls(calls) => calls_changes(&calls, out),
+    }
+}
+
+/// What function calls change: set_config, advisory locks, dblink.
+fn calls_changes(calls: &crate::sql::Calls<'_>, out: &mut Vec<Change>) {
+    if calls.set_config() {
+        for call in calls.set_configs() {
+            match (call.name, call.is_local) {
+                (Some(name), Some(false)) => {
+                    let name = setting_name(name.to_name());
+                    // A constant value is known; any expression is
+                    // for the server check to read.
+                    let value = call.value.map(|v| v.to_name());
+                    match name.as_str() {
+                        // The role is no setting: set_config('role', ...) is SET ROLE.
+                        "role" => out.push(Change::Role(value.filter(|v| v != "none"))),
+                        "session_authorization" => out.push(Change::SessionAuthorization(value)),
+                        _ => out.push(Change::Set {
+                            name,
+                            value: Some(value.unwrap_or_default()),
+                        }),
                     }
                 }
-            }
-            if calls.advisory_lock() {
-                out.push(Change::AdvisoryLock);
-            }
-            if calls.advisory_unlock() {
-                out.push(Change::AdvisoryUnlock);
-            }
-            if calls.advisory_unlock_all() {
-                out.push(Change::AdvisoryUnlockAll);
-            }
-            if calls.dblink_connect() {
-                out.push(Change::DblinkConnect);
-            }
-            if calls.dblink_disconnect() {
-                out.push(Change::DblinkDisconnect);
+                (Some(_), Some(true)) => {}
+                _ => out.push(Change::OpaqueSetConfig),
             }
         }
+    }
+    if calls.advisory_lock() {
+        out.push(Change::AdvisoryLock);
+    }
+    if calls.advisory_unlock() {
+        out.push(Change::AdvisoryUnlock);
+    }
+    if calls.advisory_unlock_all() {
+        out.push(Change::AdvisoryUnlockAll);
+    }
+    if calls.dblink_connect() {
+        out.push(Change::DblinkConnect);
+    }
+    if calls.dblink_disconnect() {
+        out.push(Change::DblinkDisconnect);
     }
 }
 

@@ -159,21 +159,19 @@ impl ServerState {
     /// check cannot see temp objects; a caller that finds `temp_schema` set
     /// reads the full state.
     pub fn pin_reason(&self) -> Option<String> {
-        let mut r = Vec::new();
-        if self.temp_objects > 0 {
-            r.push(format!("{} temp object(s)", self.temp_objects));
-        }
-        if self.holdable_cursors > 0 {
-            r.push(format!("{} WITH HOLD cursor(s)", self.holdable_cursors));
-        }
-        if self.advisory_locks > 0 {
-            r.push(format!("{} session advisory lock(s)", self.advisory_locks));
-        }
-        if r.is_empty() {
-            None
-        } else {
-            Some(r.join(", "))
-        }
+        super::Blocker::reason(&self.pins())
+    }
+
+    /// What the server counts that pins the session.
+    pub fn pins(&self) -> Vec<super::Blocker> {
+        use super::Blocker;
+        Blocker::present([
+            Blocker::TempObjects(self.temp_objects as u32),
+            Blocker::HoldCursors(self.holdable_cursors as u32),
+            Blocker::AdvisoryLocks(self.advisory_locks as u32),
+            Blocker::LoadedLibraries(0),
+            Blocker::DblinkConnections(0),
+        ])
     }
 }
 
@@ -338,7 +336,7 @@ mod tests {
           "temp_objects": 1, "advisory_locks": 0}"#;
         let s = ServerState::from_json(json).unwrap();
         assert_eq!(s.custom["my.y"], None);
-        assert_eq!(s.pin_reason().as_deref(), Some("1 temp object(s)"));
+        assert_eq!(s.pin_reason().as_deref(), Some("temp objects (1)"));
     }
 
     #[test]

@@ -16,12 +16,16 @@
 //! - [`lazy`]: statements a move could not prepare, prepared at first use.
 //! - [`view`]: rows and summaries for the admin console.
 
+mod answers;
+mod blocker;
 pub mod change;
 pub mod check;
 pub mod lazy;
 pub mod replies;
 pub mod vars;
 pub mod view;
+
+pub use blocker::Blocker;
 
 use crate::protocol::startup::StartupParam;
 use change::Change;
@@ -156,30 +160,21 @@ impl Ledger {
         }
     }
 
+    /// What the wire says pins this session now.
+    pub fn pins(&self) -> Vec<Blocker> {
+        let v = self.vars.committed();
+        Blocker::present([
+            Blocker::TempObjects(v.temp_objects),
+            Blocker::HoldCursors(v.holdable_cursors.len() as u32),
+            Blocker::AdvisoryLocks(self.blockers.advisory_locks),
+            Blocker::LoadedLibraries(self.blockers.loaded_libraries.len() as u32),
+            Blocker::DblinkConnections(self.blockers.dblink_connections),
+        ])
+    }
+
     /// Why the wire says this session cannot move right now, if it can't.
     pub fn pin_reason(&self) -> Option<String> {
-        let v = self.vars.committed();
-        let mut reasons = Vec::new();
-        if v.temp_objects > 0 {
-            reasons.push("temp objects".to_string());
-        }
-        if !v.holdable_cursors.is_empty() {
-            reasons.push("WITH HOLD cursors".to_string());
-        }
-        if self.blockers.advisory_locks > 0 {
-            reasons.push("session advisory locks".to_string());
-        }
-        if !self.blockers.loaded_libraries.is_empty() {
-            reasons.push("LOADed libraries".to_string());
-        }
-        if self.blockers.dblink_connections > 0 {
-            reasons.push("dblink connections".to_string());
-        }
-        if reasons.is_empty() {
-            None
-        } else {
-            Some(reasons.join(", "))
-        }
+        Blocker::reason(&self.pins())
     }
 }
 

@@ -1,4 +1,5 @@
-//! Session state that follows transaction semantics (session-state.md §3):
+//! Session state that follows transaction semantics (a SET in a transaction
+//! that rolls back never happened):
 //! settings, role, session authorization, LISTEN channels, holdable cursors
 //! and temp objects. A change counts once its transaction commits; ROLLBACK
 //! and ROLLBACK TO SAVEPOINT undo it. Prepared statements and advisory locks
@@ -40,7 +41,7 @@ impl Vars {
                 }
             },
             Change::ResetAll => {
-                // RESET ALL keeps ROLE (P8); custom settings stay, empty.
+                // RESET ALL keeps ROLE; custom settings stay, empty.
                 let custom: Vec<String> = self
                     .settings
                     .keys()

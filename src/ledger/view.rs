@@ -34,9 +34,29 @@ pub struct LedgerSummary {
     pub prepared: usize,
     pub listening: usize,
     pub pinned: Option<String>,
+    /// The current `application_name`, as the server last reported it
+    /// (the startup packet's before any report).
+    pub application_name: String,
 }
 
 impl Ledger {
+    /// The session's `application_name` now: the server reports every
+    /// change of it (it is a GUC_REPORT setting).
+    pub fn application_name(&self) -> String {
+        let reported = self
+            .reported
+            .iter()
+            .find(|(n, _)| n == b"application_name")
+            .map(|(_, v)| v.as_slice());
+        let startup = || {
+            self.startup
+                .iter()
+                .find(|p| p.name == b"application_name")
+                .map(|p| p.value.as_slice())
+        };
+        String::from_utf8_lossy(reported.or_else(startup).unwrap_or_default()).into_owned()
+    }
+
     /// What a move does with a prepared statement: re-create it, or (when
     /// its Parse failed on this server after a move) it is not there yet.
     fn on_move_of(&self, name: &str) -> &'static str {
@@ -54,6 +74,7 @@ impl Ledger {
             prepared: self.prepared.len() + usize::from(self.unnamed.is_some()),
             listening: v.listen.len(),
             pinned: self.pin_reason(),
+            application_name: self.application_name(),
         }
     }
 
@@ -114,6 +135,21 @@ impl Ledger {
         if let Some(r) = &v.role {
             rows.push(row("role", "role", r.clone(), "re-created (last)"));
         }
+        self.blocker_rows(&mut rows);
+        for (n, val) in &self.reported {
+            rows.push(row(
+                "reported",
+                lossy(n),
+                lossy(val),
+                "sent again if it differs",
+            ));
+        }
+        rows
+    }
+
+    /// What pins the session, and notes on what the wire could not see.
+    fn blocker_rows(&self, rows: &mut Vec<LedgerRow>) {
+        let v = self.vars();
         if v.temp_objects > 0 {
             rows.push(row(
                 "blocker",
@@ -161,14 +197,5 @@ impl Ledger {
                 "moves read the server's state in full",
             ));
         }
-        for (n, val) in &self.reported {
-            rows.push(row(
-                "reported",
-                lossy(n),
-                lossy(val),
-                "sent again if it differs",
-            ));
-        }
-        rows
     }
 }

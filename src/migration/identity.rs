@@ -1,14 +1,15 @@
 //! Cluster identity per backend: `system_identifier` and major version,
 //! learned once on a control connection and cached. Parse parameter OIDs and
 //! the type OIDs drivers cache are only valid on a physical copy of the same
-//! cluster (session-state.md P12), so by default a move needs both equal.
+//! cluster (a type created by one cluster has another OID, or none, in
+//! another), so by default a move needs both equal.
 //! The same connection learns which settings a session can change, the
 //! names a move's light check reads.
 
+use super::moves::MoveEnv;
 use super::MoveError;
 use crate::config::Backend;
 use crate::protocol::startup::StartupParam;
-use crate::proxy::Shared;
 use crate::server::batch::{run_batch, BatchReply};
 use bytes::BytesMut;
 
@@ -30,19 +31,19 @@ impl Identity {
 /// logs in like the session (`params`), which every role may do on PG 15
 /// (`pg_control_system()` is executable by PUBLIC).
 pub async fn identity(
-    shared: &Shared,
+    env: &MoveEnv,
     backend: &Backend,
     params: &[StartupParam],
     user: &str,
 ) -> Result<Identity, MoveError> {
-    if let Some(id) = shared.identity_cache(&backend.name) {
+    if let Some(id) = env.moves.identity(&backend.name) {
         return Ok(id);
     }
     let query = format!(
         "SELECT system_identifier::text FROM pg_control_system() UNION ALL SELECT current_setting('server_version_num') UNION ALL ({})",
         crate::ledger::check::SETTABLE_NAMES_SQL
     );
-    let reply = control_query(shared, backend, params, user, &query).await?;
+    let reply = control_query(env, backend, params, user, &query).await?;
     let rows: Vec<String> = reply.rows.into_iter().flatten().collect();
     let [sysid, version, settable] = rows.as_slice() else {
         return Err(MoveError::Identity(format!(
@@ -55,7 +56,7 @@ pub async fn identity(
         version_num: version.parse().unwrap_or(0),
         settable: settable.split(',').map(str::to_string).collect(),
     };
-    shared.remember_identity(&backend.name, id.clone());
+    env.moves.remember_identity(&backend.name, id.clone());
     Ok(id)
 }
 
@@ -72,13 +73,13 @@ pub fn split_brain_warning(from: &str, to: &str) -> String {
 /// A backend's system identifier and whether it takes writes, learned now
 /// on a control connection (never cached: a promotion changes it).
 pub async fn writes(
-    shared: &Shared,
+    env: &MoveEnv,
     backend: &Backend,
     params: &[StartupParam],
     user: &str,
 ) -> Result<(String, bool), MoveError> {
     let reply = control_query(
-        shared,
+        env,
         backend,
         params,
         user,
@@ -97,13 +98,12 @@ pub async fn writes(
 /// Runs `query` on a control connection to `backend` that logs in like the
 /// session (its `user` and `database` from `params`), then closes it.
 async fn control_query(
-    shared: &Shared,
+    env: &MoveEnv,
     backend: &Backend,
     params: &[StartupParam],
     user: &str,
     query: &str,
 ) -> Result<BatchReply, MoveError> {
-    let config = shared.config();
     let mut control: Vec<StartupParam> = params
         .iter()
         .filter(|p| p.name == b"user" || p.name == b"database")
@@ -113,8 +113,8 @@ async fn control_query(
         name: b"application_name".to_vec(),
         value: b"pgbaton-control".to_vec(),
     });
-    let connector = shared.connector(&backend.name);
-    let conn = crate::server::connect_server(&config, backend, connector.as_ref(), &control, user)
+    let conn = env
+        .connect(backend, &control, user)
         .await
         .map_err(|e| MoveError::from_server(&backend.name, &e))?;
     let (mut r, mut w) = tokio::io::split(conn.stream);
@@ -124,7 +124,7 @@ async fn control_query(
         .expect("no NUL in pgbaton's own queries");
     postgres_protocol::message::frontend::terminate(&mut batch);
     let asked = run_batch(&mut r, &mut w, &mut buf, &batch, |_, _| {});
-    let reply = tokio::time::timeout(config.connect_timeout, asked)
+    let reply = tokio::time::timeout(env.config.connect_timeout, asked)
         .await
         .map_err(|_| MoveError::Identity(format!("{} did not answer in time", backend.name)))?
         .map_err(|e| MoveError::Identity(format!("cannot ask {}: {e}", backend.name)))?;

@@ -1,28 +1,35 @@
-//! Moving a live session to another server.
+//! Moving a live session to another server, as functions of the session's
+//! parts: a move never reaches into a session, the session calls it.
 //!
-//! A move is one typed state machine ([`stage::Stage`]): requested →
-//! pre-staged (target connected, logged in with pgbaton's credentials, ledger
-//! replayed, its state read back — all while the client keeps working) →
-//! waiting for a safe point → checked (the source's truth read, blockers
-//! refused) → replayed and verified (only if the source's truth differs from
-//! what was pre-staged) → swapped; or aborted with a reason, leaving the
-//! session on its source untouched. The client is held only from the safe
-//! point to the swap.
+//! A move is one state machine ([`stage::MoveState`]): requested →
+//! pre-staged (target connected, logged in with pgbaton's credentials,
+//! ledger replayed, its state read back — all while the client keeps
+//! working) → waiting for a safe point → queued for its cutover turn →
+//! cut over: checked (the source's truth read, blockers refused), replayed
+//! and verified (only if the source's truth differs from what was
+//! pre-staged), swapped; or aborted with a reason, leaving the session on
+//! its source untouched. The client is held only during the cutover, and
+//! never longer than `cutover_budget`.
 //!
 //! - [`plan`]: what to replay and the batch that replays it.
 //! - [`target`]: pre-staging a target connection.
 //! - [`identity`]: cluster identity per backend (system identifier, version).
 //! - [`stage`]: the state machine.
+//! - [`turn`]: the queue for cutover turns.
+//! - [`cutover`]: the safe-point part, on the session's parts.
+//! - [`moves`]: what every move of a proxy shares.
+//! - [`retire`]: the exit of the server a session left.
 //! - [`history`]: the records SHOW MIGRATIONS shows.
-//! - [`cutover`]: the safe-point part, run by the session's relay.
 
 pub mod cutover;
-pub mod fleet;
 pub mod history;
 pub mod identity;
+pub mod moves;
 pub mod plan;
+pub mod retire;
 pub mod stage;
 pub mod target;
+pub mod turn;
 
 use std::time::Duration;
 use thiserror::Error;
@@ -140,6 +147,8 @@ pub enum MoveError {
     Permission(String),
     #[error("the session ended before the move")]
     Ended,
+    #[error("the cutover took longer than its budget of {0:?} (cutover_budget); the session stays on its source")]
+    OverBudget(Duration),
 }
 
 impl MoveError {
@@ -167,6 +176,7 @@ impl MoveError {
                 | MoveError::Replay { .. }
                 | MoveError::Verify { .. }
                 | MoveError::Identity(_)
+                | MoveError::OverBudget(_)
         )
     }
 

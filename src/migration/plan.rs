@@ -15,7 +15,9 @@ use crate::protocol::write;
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::message::frontend;
 
-/// Settings that change how the replay itself behaves: applied last (P15).
+/// Settings that change how the replay itself behaves: applied last (a
+/// `statement_timeout` or `default_transaction_read_only` set first would
+/// act on the replay itself).
 const LATE_SETTINGS: &[&str] = &[
     "statement_timeout",
     "lock_timeout",
@@ -262,7 +264,7 @@ pub struct ReplayParts {
 }
 
 /// Switches the search_path for the next Parse when it differs from the
-/// current one (P3: a statement must resolve names as when it was prepared).
+/// current one (a statement must resolve names as when it was prepared).
 fn use_search_path(out: &mut BytesMut, current: &mut Option<String>, path: Option<&str>) {
     if current.as_deref() == path {
         return;
@@ -318,7 +320,7 @@ fn utility(out: &mut BytesMut, sql: &str) {
 
 /// Where two server states differ in what a move must carry. The process
 /// id, and the statement text of SQL-prepared statements (Postgres keeps
-/// the whole query string, P2), are not compared.
+/// the whole query string), are not compared.
 ///
 /// Two light states compare the current values of the settable settings,
 /// named from `settable` (the list both checks were given).

@@ -10,15 +10,19 @@ use super::MoveError;
 use crate::config::Backend;
 use crate::ledger::check::{check_batch, Depth, ServerState};
 
+use super::moves::MoveEnv;
 use crate::net::Stream;
 use crate::protocol::backend::BackendTag;
 use crate::protocol::startup::StartupParam;
-use crate::proxy::Shared;
-use crate::server::batch::{run_batches, BatchError};
-use crate::session::check::{check_result, CHECK_LIMIT};
+use crate::protocol::write;
+use crate::server::batch::{run_batch, run_batches, BatchError};
+use crate::server::check::{check_result, CHECK_LIMIT};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::io::{ReadHalf, WriteHalf};
 
 /// A logged-in target with the session's state replayed.
@@ -60,7 +64,7 @@ pub struct PrestageInput {
     pub custom_names: BTreeSet<String>,
 }
 
-pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Staged, MoveError> {
+pub async fn prestage(env: MoveEnv, input: PrestageInput) -> Result<Staged, MoveError> {
     let PrestageInput {
         target,
         source,
@@ -69,9 +73,9 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
         plan,
         custom_names,
     } = input;
-    let _slot = shared.prestage_slots.clone().acquire_owned().await;
-    let src = identity(&shared, &source, &startup, &user).await?;
-    let dst = identity(&shared, &target, &startup, &user).await?;
+    let _slot = env.moves.prestage_slots.clone().acquire_owned().await;
+    let src = identity(&env, &source, &startup, &user).await?;
+    let dst = identity(&env, &target, &startup, &user).await?;
     if src.major() != dst.major() {
         return Err(MoveError::Identity(format!(
             "{} runs PostgreSQL {} and {} runs {}",
@@ -87,12 +91,11 @@ pub async fn prestage(shared: Arc<Shared>, input: PrestageInput) -> Result<Stage
             target.name, dst.system_identifier, source.name, src.system_identifier
         )));
     }
-    let config = shared.config();
     // The login and the replay load Postgres: shared with other
-    // pre-stagings, never with a cutover (see `Shared::move_gate`).
-    let _gate = shared.move_gate.clone().read_owned().await;
-    let connector = shared.connector(&target.name);
-    let conn = crate::server::connect_server(&config, &target, connector.as_ref(), &startup, &user)
+    // pre-stagings, never with a cutover (see `Moves::move_gate`).
+    let _gate = env.moves.move_gate.clone().read_owned().await;
+    let conn = env
+        .connect(&target, &startup, &user)
         .await
         .map_err(|e| MoveError::from_server(&target.name, &e))?;
     let tls = conn.stream.is_tls();
@@ -201,6 +204,61 @@ pub async fn read_state(
 }
 
 impl Staged {
+    /// The target may have died (or been told to) while the session was busy.
+    /// A dead one has left EOF or a FATAL in its socket, which a read that does
+    /// not wait finds; one that waited long also gets a Sync round trip (after
+    /// 10 s), which proves it alive and idle.
+    pub async fn alive(&mut self) -> Result<(), MoveError> {
+        let staged = self;
+        let dead = |why: String| MoveError::Target {
+            backend: staged.backend.name.clone(),
+            code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
+                .code()
+                .to_string(),
+            message: format!("the target connection failed before the swap: {why}"),
+        };
+        loop {
+            // One poll, no waiting (a zero timeout would wait for a timer tick).
+            let polled = {
+                let mut read = std::pin::pin!(staged.r.read_buf(&mut staged.buf));
+                std::future::poll_fn(|cx| std::task::Poll::Ready(read.as_mut().poll(cx))).await
+            };
+            match polled {
+                std::task::Poll::Pending => break,
+                std::task::Poll::Ready(Ok(0)) => return Err(dead("closed".into())),
+                std::task::Poll::Ready(Err(e)) => return Err(dead(e.to_string())),
+                std::task::Poll::Ready(Ok(_)) => {}
+            }
+        }
+        while let Ok(Some((frame, body))) =
+            crate::protocol::codec::split_message(&staged.buf, |_| usize::MAX)
+        {
+            let fields = crate::protocol::backend::error_fields(body);
+            if frame.tag == b'E' && fields.is_fatal() {
+                return Err(dead(String::from_utf8_lossy(fields.message).into_owned()));
+            }
+            let msg = staged.buf.split_to(frame.total).freeze();
+            staged.pending.push(msg);
+        }
+        if staged.ready_at.elapsed() > Duration::from_secs(10) {
+            let mut sync = BytesMut::new();
+            write::message(&mut sync, b'S', |_| {});
+            let reply = run_batch(
+                &mut staged.r,
+                &mut staged.w,
+                &mut staged.buf,
+                &sync,
+                |_, m| staged.pending.push(m),
+            )
+            .await
+            .map_err(|e| dead(e.to_string()))?;
+            if reply.error.is_some() || reply.status != b'I' {
+                return Err(dead(format!("not idle (status {})", reply.status as char)));
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `batch`, whose last part is a check, on the target; returns the
     /// state the check read. Statements deferred by it are added to
     /// `self.deferred`.

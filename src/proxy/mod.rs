@@ -1,11 +1,15 @@
-//! The proxy: binds the listener, accepts clients, spawns one session task
-//! each, caps their number, and runs the graceful shutdown.
+//! The proxy, the composition root: binds the listener, accepts clients,
+//! spawns one session task each, hands clients of the admin console to the
+//! console it was given, and runs RELOAD and the graceful shutdown.
 
-pub mod admission;
 pub mod runtime;
 pub mod shared;
 
 pub use shared::Shared;
+
+use crate::session::{Console, ConsoleClient};
+use std::future::Future;
+use std::pin::Pin;
 
 use crate::config::Config;
 use crate::net::busy_poll;
@@ -48,14 +52,24 @@ impl ProxyHandle {
     }
 }
 
+/// Serves one client of the admin console (the database `pgbaton`):
+/// `admin::console`. Given to the proxy by whoever builds it, so that the
+/// proxy does not depend on its console's commands.
+pub type ConsoleFn = fn(
+    Arc<Shared>,
+    ConsoleClient,
+    watch::Receiver<Option<Instant>>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
 pub struct Proxy {
     shared: Arc<Shared>,
     listener: TcpListener,
     shutdown_tx: Arc<watch::Sender<Option<Instant>>>,
+    console: ConsoleFn,
 }
 
 impl Proxy {
-    pub async fn bind(config: Config) -> Result<Proxy, ProxyError> {
+    pub async fn bind(config: Config, console: ConsoleFn) -> Result<Proxy, ProxyError> {
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -66,6 +80,7 @@ impl Proxy {
             shared,
             listener,
             shutdown_tx,
+            console,
         })
     }
 
@@ -94,6 +109,10 @@ impl Proxy {
         info!(listen = %self.local_addr(), "pgbaton accepting connections");
         // A new client ends a spin too, so it is accepted without delay.
         busy_poll::watch(&self.listener);
+        let console: Console = {
+            let (shared, serve) = (self.shared.clone(), self.console);
+            Arc::new(move |client, shutdown| serve(shared.clone(), client, shutdown))
+        };
         loop {
             // Read on every turn, not only on a change: a shutdown requested
             // before this task first ran (a Ctrl-C right after start) is no
@@ -115,15 +134,14 @@ impl Proxy {
                     busy_poll::watch(&tcp);
                     // Taken here, in the order clients came, so the one
                     // that gives way is truly the oldest.
-                    let ticket = self
-                        .shared
-                        .admission
-                        .start(self.shared.config().max_startup_clients);
-                    let shared = self.shared.clone();
+                    let env = &self.shared.env;
+                    let ticket = env.admission.start(env.config().max_startup_clients);
+                    let env = env.clone();
                     let rx = self.shutdown_tx.subscribe();
                     let alive = alive.clone();
+                    let console = console.clone();
                     tokio::spawn(async move {
-                        crate::session::serve(shared, tcp, peer, rx, ticket).await;
+                        crate::session::serve(env, tcp, peer, rx, ticket, console).await;
                         drop(alive);
                     });
                 }

@@ -4,7 +4,8 @@
 //!
 //! Messages the server sends on its own (NotificationResponse,
 //! NoticeResponse, ParameterStatus) are handed to `on_async`, never mixed
-//! with the batch's results (session-state.md P21).
+//! with the batch's results: a notification that arrives during pgbaton's
+//! batch belongs to the client.
 
 use crate::net::Stream;
 use crate::protocol::backend::{error_fields, BackendTag};
@@ -62,11 +63,37 @@ pub async fn run_batches(
     buf: &mut BytesMut,
     batch: &[u8],
     syncs: usize,
+    on_async: impl FnMut(BackendTag, Bytes),
+) -> Result<BatchReply, BatchError> {
+    let mut owed = 0;
+    run_batches_owed(r, w, buf, batch, syncs, &mut owed, on_async).await
+}
+
+/// Marks `owed` while a batch is being written: if the batch is dropped
+/// then, nobody knows how much of it the server got.
+pub const TORN: usize = usize::MAX;
+
+/// [`run_batches`] that keeps in `owed` how many ReadyForQuery messages the
+/// server still owes the batch, so a caller that stops waiting (a move's
+/// pause budget) can drop the rest of the replies as they come. `owed` is
+/// [`TORN`] while the batch is being written.
+///
+/// Cancel-safe in this sense: dropped at any await, `buf` holds whole
+/// messages not yet read and `owed` says what is still to come for them.
+pub async fn run_batches_owed(
+    r: &mut ReadHalf<Stream>,
+    w: &mut WriteHalf<Stream>,
+    buf: &mut BytesMut,
+    batch: &[u8],
+    syncs: usize,
+    owed: &mut usize,
     mut on_async: impl FnMut(BackendTag, Bytes),
 ) -> Result<BatchReply, BatchError> {
-    let mut remaining = syncs.max(1);
+    let syncs = syncs.max(1);
+    *owed = TORN;
     w.write_all(batch).await?;
     w.flush().await?;
+    *owed = syncs;
     let mut reply = BatchReply::default();
     loop {
         let Some((frame, _)) =
@@ -97,7 +124,7 @@ pub async fn run_batches(
                         raw: msg.clone(),
                     });
                 }
-                let part = syncs.max(1) - remaining;
+                let part = syncs - *owed;
                 if reply.error.is_none() {
                     reply.error = Some((code.clone(), message.clone()));
                     reply.error_part = part;
@@ -106,8 +133,8 @@ pub async fn run_batches(
             }
             BackendTag::ReadyForQuery => {
                 reply.status = body.first().copied().unwrap_or(b'I');
-                remaining -= 1;
-                if remaining == 0 {
+                *owed -= 1;
+                if *owed == 0 {
                     return Ok(reply);
                 }
             }

@@ -5,12 +5,18 @@
 
 mod auth;
 pub mod batch;
+pub mod check;
 mod connect;
+mod connectors;
 mod error;
+mod side;
 mod startup;
+pub mod tracker;
 
 pub use connect::{connect, send_cancel};
+pub use connectors::Connectors;
 pub use error::ServerError;
+pub use side::ServerSide;
 pub use startup::{login, Login};
 
 use crate::config::Backend;

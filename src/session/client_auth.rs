@@ -1,12 +1,12 @@
 //! Clients authenticating to pgbaton: trust, or SCRAM-SHA-256 against the
 //! configured users (plain password or a pg_authid SCRAM secret).
 
+use super::env::Env;
 use crate::auth::scram::{ServerExchange, StoredSecret, MECHANISM};
 use crate::config::ClientAuth;
 use crate::net::Stream;
 use crate::protocol::codec::{cstr, HEADER_LEN, PG_SMALL_MESSAGE_LIMIT};
 use crate::protocol::write;
-use crate::proxy::Shared;
 use bytes::BytesMut;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,7 +52,7 @@ impl ClientAuthError {
 /// queued in `out` (the caller sends it with the rest of the startup reply).
 pub async fn authenticate(
     stream: &mut Stream,
-    shared: &Shared,
+    env: &Env,
     method: ClientAuth,
     user: &str,
     out: &mut BytesMut,
@@ -64,11 +64,11 @@ pub async fn authenticate(
     // An unknown user goes through the same exchange against a secret no
     // password matches, and is told what a wrong password is told.
     let mock;
-    let known = shared.secrets.contains_key(user);
-    let secret = match shared.secrets.get(user) {
+    let known = env.secrets.contains_key(user);
+    let secret = match env.secrets.get(user) {
         Some(s) => s,
         None => {
-            mock = StoredSecret::mock(user.as_bytes(), &shared.mock_nonce, shared.mock_iterations);
+            mock = StoredSecret::mock(user.as_bytes(), &env.mock_nonce, env.mock_iterations);
             &mock
         }
     };

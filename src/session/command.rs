@@ -3,7 +3,7 @@
 //! before it has been answered, and either answered by pgbaton alone or,
 //! when a statement follows the comment, forwarded after the move.
 
-use super::relay::Relay;
+use super::relay::{Held, Relay};
 use crate::migration::stage::Reply;
 use crate::migration::{MoveError, MoveOutcome, MoveRequest, OnTimeout, Origin};
 use crate::protocol::backend::TxStatus;
@@ -58,19 +58,19 @@ impl Relay {
     /// client's batch dropped up to its Sync, which gets the ReadyForQuery.
     fn reply_error(&mut self, code: &str, message: &str) {
         let parse = self.held_is_parse();
-        self.held = None;
+        self.held = Held::Answered;
         let mut out = BytesMut::new();
         Report::new(Severity::Error, code, message).write(&mut out);
         if parse {
             self.discard_until_sync = true;
         } else {
-            write::ready_for_query(&mut out, self.tracker.tx_status().as_char() as u8);
+            write::ready_for_query(&mut out, self.server.tracker.tx_status().as_char() as u8);
         }
-        self.to_client.push(out.freeze());
+        self.client.outbox.push(out.freeze());
     }
 
     fn held_is_parse(&self) -> bool {
-        self.held.as_ref().and_then(|m| m.first().copied()) == Some(b'P')
+        matches!(&self.held, Held::Command(m) if m.first() == Some(&b'P'))
     }
 
     fn reply_notice(&mut self, message: &str) {
@@ -84,37 +84,39 @@ impl Relay {
     fn reply_report(&mut self, severity: Severity, code: &str, message: &str) {
         let mut out = BytesMut::new();
         Report::new(severity, code, message).write(&mut out);
-        self.to_client.push(out.freeze());
+        self.client.outbox.push(out.freeze());
     }
 
     fn reply_done(&mut self, tag: &str) {
         let mut out = BytesMut::new();
         write::command_complete(&mut out, tag);
-        write::ready_for_query(&mut out, self.tracker.tx_status().as_char() as u8);
-        self.to_client.push(out.freeze());
+        write::ready_for_query(&mut out, self.server.tracker.tx_status().as_char() as u8);
+        self.client.outbox.push(out.freeze());
     }
 
     /// Sends the held Query or Parse on to the server, as if it had never
     /// been held.
     fn forward_held(&mut self) {
-        if let Some(msg) = self.held.take() {
+        if let Held::Command(msg) = std::mem::replace(&mut self.held, Held::Answered) {
             let tag = FrontendTag::from_byte(msg[0]);
             // The move just made may have deferred what it uses.
-            let client = super::framing::client_state(&self.tracker);
+            let client = super::framing::client_state(&self.server.tracker);
             if let Some(first) = self.ledger.lazy_parse_for(tag, &msg[HEADER_LEN..], client) {
-                self.to_server.push(first.freeze());
+                self.server.outbox.push(first.freeze());
             }
-            self.tracker.on_frontend(tag);
-            self.client_messages += 1;
+            self.server.tracker.on_frontend(tag);
             self.ledger.on_frontend(tag, &msg[HEADER_LEN..]);
-            self.to_server.push(msg);
+            self.server.outbox.push(msg);
         }
     }
 
     /// Runs the held command comment. Called once every earlier request of
     /// the client has been answered, so replies stay in order.
     pub(crate) fn process_held(&mut self) {
-        let Some(msg) = self.held.clone() else { return };
+        let Held::Command(msg) = &self.held else {
+            return;
+        };
+        let msg = msg.clone();
         let parse = self.held_is_parse();
         let text = command_text(&msg);
         let parsed = match parse_command(text) {
@@ -129,7 +131,7 @@ impl Relay {
             wait,
         } = parsed.command;
         let Some(ctx) = self.ctx.clone() else { return };
-        let config = ctx.shared.config();
+        let config = ctx.env.config();
         if let Some(from) = from {
             if !config.is_admin(&ctx.user) {
                 return self.reply_error(
@@ -143,13 +145,7 @@ impl Relay {
                     "pgbaton: dry_run applies to this session only; it does not combine with from=",
                 );
             }
-            match crate::migration::fleet::move_all(
-                &ctx.shared,
-                Some(&from),
-                &to,
-                Origin::Admin,
-                wait,
-            ) {
+            match super::fleet::move_all(&ctx.env, Some(&from), &to, Origin::Admin, wait) {
                 Ok(n) => {
                     self.reply_notice(&format!(
                         "pgbaton: moving {n} session(s) from {from} to {to}; see SHOW MIGRATIONS"
@@ -159,7 +155,7 @@ impl Relay {
                     if parsed.has_statement || parse {
                         self.forward_held();
                     } else {
-                        self.held = None;
+                        self.held = Held::Answered;
                         self.reply_done(&format!("MIGRATE {n}"));
                     }
                 }
@@ -167,19 +163,19 @@ impl Relay {
             }
             return;
         }
-        if self.tracker.tx_status() != TxStatus::Idle {
+        if self.server.tracker.tx_status() != TxStatus::Idle {
             let e = MoveError::Pinned(format!(
                 "open transaction (status {})",
-                self.tracker.tx_status().as_char()
+                self.server.tracker.tx_status().as_char()
             ));
             if dry_run {
                 // The dry run's answer: not now, and why.
-                let notice = e.dry_run_notice(ctx.id, &self.backend.name, &to);
+                let notice = e.dry_run_notice(ctx.id, &self.server.backend.name, &to);
                 self.reply_notice(&notice);
                 if parsed.has_statement || parse {
                     self.forward_held();
                 } else {
-                    self.held = None;
+                    self.held = Held::Answered;
                     self.reply_done("MIGRATE 0");
                 }
                 return;
@@ -231,7 +227,7 @@ impl Relay {
                     Err(e) if request.is_some_and(|r| r.dry_run) && e.is_verdict() => {
                         let session = self.ctx.as_ref().map_or(0, |c| c.id);
                         let to = request.map(|r| r.target.as_str()).unwrap_or_default();
-                        let notice = e.dry_run_notice(session, &self.backend.name, to);
+                        let notice = e.dry_run_notice(session, &self.server.backend.name, to);
                         self.reply_notice(&notice);
                         Some(false)
                     }
@@ -240,7 +236,7 @@ impl Relay {
                 match (moved, result) {
                     (Some(_), _) if has_statement => self.forward_held(),
                     (Some(moved), _) => {
-                        self.held = None;
+                        self.held = Held::Answered;
                         self.reply_done(if moved { "MIGRATE 1" } else { "MIGRATE 0" });
                     }
                     (None, Err(e)) => self.reply_error(e.sqlstate(), &format!("pgbaton: {e}")),

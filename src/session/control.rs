@@ -1,10 +1,11 @@
 //! Requests from outside the session task (admin console, moves) and the
 //! live snapshot the session publishes for SHOW SESSIONS.
 
-use super::registry::{CheckError, CheckReport, Control, LedgerSnapshot, SessionState};
+use super::registry::{CheckReport, Control, LedgerSnapshot, SessionState};
 use super::relay::Relay;
 use crate::ledger::check::differences;
 use crate::migration::stage::Reply;
+use crate::server::check::{CheckError, Listeners};
 use tokio::sync::mpsc;
 
 impl Relay {
@@ -12,14 +13,14 @@ impl Relay {
     /// changed (a lock only on change, not per message).
     pub(super) fn publish(&mut self) {
         let Some(entry) = &self.entry else { return };
-        let state = if self.tracker.is_quiet() {
+        let state = if self.server.tracker.is_quiet() {
             SessionState::Idle
         } else {
             SessionState::Active
         };
         let now = (
             state,
-            self.tracker.tx_status().as_char(),
+            self.server.tracker.tx_status().as_char(),
             self.ledger.version(),
         );
         if now != self.published {
@@ -55,7 +56,14 @@ impl Relay {
     /// Runs the server check for everyone waiting. Returns false when the
     /// connection can no longer be trusted and the session must end.
     pub(super) async fn run_checks(&mut self) -> bool {
-        let result = self.server_check(crate::ledger::check::Depth::Full).await;
+        let to = Listeners {
+            ledger: &mut self.ledger,
+            to_client: &mut self.client.outbox,
+        };
+        let result = self
+            .server
+            .check(crate::ledger::check::Depth::Full, to)
+            .await;
         let fatal = matches!(result, Err(ref e) if !matches!(e, CheckError::Server(_)));
         let report = result.map(|server| CheckReport {
             differences: differences(&self.ledger, &server),

@@ -5,9 +5,9 @@
 //! Packets are read with exact-length reads, so no plaintext byte sent after
 //! an SSLRequest can be buffered and then treated as if it came over TLS.
 
+use super::env::Env;
 use crate::net::Stream;
 use crate::protocol::startup::{self, StartupError, StartupPacket, StartupParam};
-use crate::proxy::Shared;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -41,7 +41,7 @@ pub enum HandshakeError {
 /// caller can send the client an error.
 pub async fn accept(
     tcp: TcpStream,
-    shared: &Shared,
+    env: &Env,
 ) -> Result<Opening, (HandshakeError, Option<Stream>)> {
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
@@ -56,7 +56,7 @@ pub async fn accept(
             Err(e) => return Err((e.into(), Some(stream))),
         };
         match parsed {
-            StartupPacket::SslRequest => match (&shared.tls_acceptor, stream) {
+            StartupPacket::SslRequest => match (&env.tls_acceptor, stream) {
                 (Some(acceptor), Stream::Plain(mut tcp)) => {
                     if let Err(e) = tcp.write_all(b"S").await {
                         return Err((e.into(), None));

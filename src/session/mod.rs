@@ -1,36 +1,42 @@
 //! One task per client: the opening handshake, client authentication, the
 //! login to a server with pgbaton's own credentials, then the relay.
 //!
-//! The session owns its server connection only through [`relay::Relay`]'s
-//! server halves, so the connection can be replaced at a safe point: that is
-//! what a migration does.
+//! A session is its parts: the client side, the server side
+//! ([`ServerSide`]: a server connection and what is in flight on it) and
+//! the session state (the [`Ledger`](crate::ledger::Ledger)). A move stages
+//! a target from the ledger and, at a safe point, puts it in place of the
+//! server side (see [`crate::migration`]); the session asks for both.
 
+pub mod admission;
 pub mod budget;
-pub mod check;
 pub mod client_auth;
+mod client_side;
 pub mod command;
 mod control;
+pub mod env;
+pub mod fleet;
 mod framing;
 pub mod handshake;
-pub mod outbox;
+mod moving;
 pub mod registry;
 pub mod relay;
 mod steps;
-pub mod tracker;
 
 use crate::cancel::CancelTarget;
+use crate::config::ADMIN_DATABASE;
 use crate::net::Stream;
 use crate::protocol::startup::{self, StartupParam, PROTOCOL_3_0};
 use crate::protocol::write::{self, Report, Severity};
-use crate::proxy::admission::{ClientSlot, StartupTicket};
-use crate::proxy::shared::Stats;
-use crate::proxy::Shared;
-use crate::server::{self, ServerError};
+use crate::server::{self, ServerError, ServerSide};
+use admission::{ClientSlot, StartupTicket};
 use bytes::BytesMut;
+use env::{Env, Stats};
 use handshake::{HandshakeError, Opening};
 use registry::{Live, SessionEntry, SessionState};
-use relay::{Relay, RelayEnd};
+use relay::{Relay, RelayCtx, RelayEnd};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -44,16 +50,36 @@ use tracing::{debug, info, warn, Instrument};
 /// `authentication_timeout`.
 const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// An admin user that opened the console (database `pgbaton`).
+pub struct ConsoleClient {
+    pub stream: Stream,
+    pub user: String,
+    /// AuthenticationOk, not sent yet.
+    pub out: BytesMut,
+}
+
+/// Serves the admin console to one client; the proxy makes it from the
+/// console it was given, so sessions never depend on the console.
+pub type Console = Arc<
+    dyn Fn(
+            ConsoleClient,
+            watch::Receiver<Option<Instant>>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Serves one client connection to its end. Never panics on client input;
 /// every failure is logged and, where the client can still hear it, reported.
 pub async fn serve(
-    shared: Arc<Shared>,
+    env: Arc<Env>,
     tcp: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<Option<Instant>>,
     ticket: StartupTicket,
+    console: Console,
 ) {
-    let id = shared.next_session_id();
+    let id = env.ids.next();
     let span = tracing::info_span!(
         "session",
         session.id = id,
@@ -63,20 +89,20 @@ pub async fn serve(
         backend = tracing::field::Empty,
     );
     async move {
-        Stats::bump(&shared.stats.sessions_total);
+        Stats::bump(&env.stats.sessions_total);
         // Held for as long as the client is connected.
-        let Some((opened, _slot)) = open(&shared, tcp, ticket).await else {
+        let Some((opened, _slot)) = open(&env, tcp, ticket).await else {
             return;
         };
         match opened {
-            Opened::Admin { stream, user, out } => {
-                crate::admin::serve(&shared, stream, &user, out, shutdown).await;
+            Opened::Admin(client) => {
+                console(client, shutdown).await;
                 info!("admin session ended");
             }
             Opened::Proxy(session) => {
-                shared.stats.sessions_active.fetch_add(1, Ordering::Relaxed);
-                let end = run(&shared, session, id, peer, shutdown).await;
-                shared.stats.sessions_active.fetch_sub(1, Ordering::Relaxed);
+                env.stats.sessions_active.fetch_add(1, Ordering::Relaxed);
+                let end = run(&env, session, id, peer, shutdown).await;
+                env.stats.sessions_active.fetch_sub(1, Ordering::Relaxed);
                 info!(reason = ?end, "session ended");
             }
         }
@@ -89,11 +115,7 @@ pub async fn serve(
 enum Opened {
     Proxy(Box<ProxySession>),
     /// An admin user on database `pgbaton`; `out` holds AuthenticationOk.
-    Admin {
-        stream: Stream,
-        user: String,
-        out: BytesMut,
-    },
+    Admin(ConsoleClient),
 }
 
 struct ProxySession {
@@ -101,7 +123,6 @@ struct ProxySession {
     client_key: i32,
     user: String,
     database: String,
-    application_name: String,
     relay: Relay,
 }
 
@@ -119,12 +140,12 @@ struct Started {
 /// timeout), then a client slot (`max_clients`), then the server login.
 /// `None` when the session ended here.
 async fn open(
-    shared: &Arc<Shared>,
+    env: &Arc<Env>,
     tcp: TcpStream,
     ticket: StartupTicket,
 ) -> Option<(Opened, ClientSlot)> {
     let mut started = tokio::select! {
-        s = tokio::time::timeout(AUTH_TIMEOUT, start(shared, tcp)) => match s {
+        s = tokio::time::timeout(AUTH_TIMEOUT, start(env, tcp)) => match s {
             Ok(Some(s)) => s,
             Ok(None) => return None,
             Err(_) => {
@@ -133,21 +154,21 @@ async fn open(
             }
         },
         _ = ticket.given_way() => {
-            Stats::bump(&shared.stats.sessions_refused);
+            Stats::bump(&env.stats.sessions_refused);
             warn!("closing a client still starting up: a newer one needed its place (max_startup_clients)");
             return None;
         }
     };
     drop(ticket);
-    let config = shared.config();
-    let slot = match shared.admission.admit(
+    let config = env.config();
+    let slot = match env.admission.admit(
         config.is_admin(&started.user),
         config.max_clients,
         config.admin_reserved_clients,
     ) {
         Ok(slot) => slot,
         Err(full) => {
-            Stats::bump(&shared.stats.sessions_refused);
+            Stats::bump(&env.stats.sessions_refused);
             warn!(
                 max_clients = config.max_clients,
                 "client refused: {}",
@@ -162,13 +183,13 @@ async fn open(
             return None;
         }
     };
-    let opened = login(shared, started).await?;
+    let opened = login(env, started).await?;
     Some((opened, slot))
 }
 
 /// Handshake and client authentication.
-async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Option<Started> {
-    let (mut stream, version, params) = match handshake::accept(tcp, shared).await {
+async fn start(env: &Arc<Env>, tcp: TcpStream) -> Option<Started> {
+    let (mut stream, version, params) = match handshake::accept(tcp, env).await {
         Ok(Opening::Cancel {
             mut stream,
             pid,
@@ -177,7 +198,7 @@ async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Option<Started> {
             // Closed only once the server has closed the forwarded cancel's
             // connection: a driver that sends its next query on our close
             // must not have it killed by a cancel still on its way.
-            forward_cancel(shared, pid, key).await;
+            forward_cancel(env, pid, key).await;
             let _ = stream.shutdown().await;
             return None;
         }
@@ -189,7 +210,7 @@ async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Option<Started> {
         Err((e, stream)) => {
             let quiet = matches!(&e, HandshakeError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
             if !quiet {
-                Stats::bump(&shared.stats.protocol_errors);
+                Stats::bump(&env.stats.protocol_errors);
                 warn!(error = %e, "bad startup");
             }
             // A bad length gets no reply, as from Postgres (COMMERROR): it is
@@ -212,7 +233,7 @@ async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Option<Started> {
             return None;
         }
     };
-    let config = shared.config();
+    let config = env.config();
     let mut out = BytesMut::with_capacity(1024);
     negotiate_version(version, &params, &mut out);
 
@@ -251,8 +272,7 @@ async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Option<Started> {
         }
         out.clear();
     }
-    if let Err(e) =
-        client_auth::authenticate(&mut stream, shared, config.auth, &user, &mut out).await
+    if let Err(e) = client_auth::authenticate(&mut stream, env, config.auth, &user, &mut out).await
     {
         warn!(error = %e, detail = e.detail(), "client authentication failed");
         fatal(&mut stream, e.sqlstate(), &e.to_string()).await;
@@ -268,7 +288,7 @@ async fn start(shared: &Arc<Shared>, tcp: TcpStream) -> Option<Started> {
 }
 
 /// The admin console, or the login to the default backend.
-async fn login(shared: &Arc<Shared>, started: Started) -> Option<Opened> {
+async fn login(env: &Arc<Env>, started: Started) -> Option<Opened> {
     let Started {
         mut stream,
         params,
@@ -276,9 +296,9 @@ async fn login(shared: &Arc<Shared>, started: Started) -> Option<Opened> {
         db,
         mut out,
     } = started;
-    let config = shared.config();
+    let config = env.config();
     let span = tracing::Span::current();
-    if db == crate::admin::DATABASE {
+    if db == ADMIN_DATABASE {
         if !config.is_admin(&user) {
             warn!("admin console refused: not an admin user");
             let _ = stream.write_all(&out).await;
@@ -292,22 +312,22 @@ async fn login(shared: &Arc<Shared>, started: Started) -> Option<Opened> {
             .await;
             return None;
         }
-        return Some(Opened::Admin { stream, user, out });
+        return Some(Opened::Admin(ConsoleClient { stream, user, out }));
     }
 
-    let backend = config.default_backend().clone();
+    let backend = env.routing.current().default_backend().clone();
     span.record("backend", backend.name.as_str());
-    let connector = shared.connector(&backend.name);
+    let connector = env.connectors.get(&backend.name);
     let connecting = server::connect_server(&config, &backend, connector.as_ref(), &params, &user);
     let server = match connecting.await {
         Ok(s) => {
-            shared.note_backend_reachable(&backend.name, true);
+            env.connectors.note_reachable(&backend.name, true);
             s
         }
         Err(e) => {
             let down = matches!(e, ServerError::Connect { .. } | ServerError::Timeout { .. });
-            shared.note_backend_reachable(&backend.name, !down);
-            Stats::bump(&shared.stats.server_connect_failures);
+            env.connectors.note_reachable(&backend.name, !down);
+            Stats::bump(&env.stats.server_connect_failures);
             warn!(error = %e, "server login failed");
             let _ = stream.write_all(&out).await;
             match e.server_error() {
@@ -327,7 +347,7 @@ async fn login(shared: &Arc<Shared>, started: Started) -> Option<Opened> {
     // server's: the secret is what routes a cancel), and the server's first
     // ReadyForQuery.
     let client_pid = server.pid;
-    let client_key = shared.cancel.register(
+    let client_key = env.cancel.register(
         client_pid,
         CancelTarget {
             backend: backend.clone(),
@@ -344,67 +364,69 @@ async fn login(shared: &Arc<Shared>, started: Started) -> Option<Opened> {
     write::backend_key_data(&mut out, client_pid, client_key);
     write::ready_for_query(&mut out, b'I');
     if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-        shared.cancel.remove(client_key);
+        env.cancel.remove(client_key);
         return None;
     }
     info!(server.pid = server.pid, "session started");
-    let application_name = startup::param(&params, "application_name")
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .unwrap_or_default();
     let ledger = crate::ledger::Ledger::new(params, server.params.clone());
-    let relay = Relay::new(stream, server, ledger, config.max_message_size);
+    let relay = Relay::new(
+        stream,
+        ServerSide::new(server),
+        ledger,
+        config.max_message_size,
+    );
     Some(Opened::Proxy(Box::new(ProxySession {
         client_pid,
         client_key,
         user,
         database: db,
-        application_name,
         relay,
     })))
 }
 
 async fn run(
-    shared: &Arc<Shared>,
+    env: &Arc<Env>,
     mut session: Box<ProxySession>,
     id: u64,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<Option<Instant>>,
 ) -> RelayEnd {
+    let relay = &mut session.relay;
+    // What the session runs on, from its own server side: the routing may
+    // have changed during the login (a SCALE OUT), and a label taken from
+    // it would hide the session from moves of its real backend.
     let live = Live {
-        backend: shared.config().default_backend().name.clone(),
-        backend_pid: shared
-            .cancel
-            .lookup_pid(session.client_key)
-            .unwrap_or_default(),
+        backend: relay.server.backend.name.clone(),
+        backend_pid: relay.server.pid,
         state: SessionState::Idle,
         tx_status: 'I',
-        summary: session.relay.ledger.summary(),
+        summary: relay.ledger.summary(),
         migrations: 0,
+        moving: None,
     };
     let (entry, control) = SessionEntry::new(
         id,
         session.client_pid,
         std::mem::take(&mut session.user),
         std::mem::take(&mut session.database),
-        std::mem::take(&mut session.application_name),
         peer,
         live,
     );
-    let _registration = shared.sessions.register(entry.clone());
-    session.relay.control = Some(control);
-    session.relay.ctx = Some(relay::RelayCtx {
-        shared: shared.clone(),
+    let _registration = env.sessions.register(entry.clone());
+    let relay = &mut session.relay;
+    relay.control = Some(control);
+    relay.ctx = Some(RelayCtx {
+        env: env.clone(),
         id,
         user: entry.user.clone(),
-        client_pid: session.client_pid,
         cancel_key: session.client_key,
     });
-    session.relay.entry = Some(entry);
-    session.relay.client_charge = budget::Charge::new(shared.client_memory.clone());
-    let end = session.relay.run(&mut shutdown).await;
-    shared.cancel.remove(session.client_key);
+    relay.entry = Some(entry);
+    relay.client.charge = budget::Charge::new(env.client_memory.clone());
+    let end = relay.run(&mut shutdown).await;
+    env.cancel.remove(session.client_key);
     if let RelayEnd::ClientProtocolError(_) = end {
-        Stats::bump(&shared.stats.protocol_errors);
+        Stats::bump(&env.stats.protocol_errors);
     }
     end
 }
@@ -422,13 +444,13 @@ fn negotiate_version(version: i32, params: &[StartupParam], out: &mut BytesMut) 
     }
 }
 
-async fn forward_cancel(shared: &Shared, pid: i32, key: i32) {
-    let Some(target) = shared.cancel.lookup(pid, key) else {
+async fn forward_cancel(env: &Env, pid: i32, key: i32) {
+    let Some(target) = env.cancel.lookup(pid, key) else {
         debug!(pid, "cancel request with unknown key ignored");
         return;
     };
-    let config = shared.config();
-    let connector = shared.connector(&target.backend.name);
+    let config = env.config();
+    let connector = env.connectors.get(&target.backend.name);
     match server::send_cancel(
         &target.backend,
         connector.as_ref(),
@@ -439,7 +461,7 @@ async fn forward_cancel(shared: &Shared, pid: i32, key: i32) {
     .await
     {
         Ok(()) => {
-            Stats::bump(&shared.stats.cancels_forwarded);
+            Stats::bump(&env.stats.cancels_forwarded);
             info!(backend = %target.backend.name, server.pid = target.pid, "cancel forwarded");
         }
         Err(e) => warn!(error = %e, "cancel could not be forwarded"),

@@ -6,11 +6,11 @@
 use crate::ledger::check::ServerState;
 use crate::ledger::view::{LedgerRow, LedgerSummary};
 use crate::migration::{MoveError, MoveOutcome, MoveRequest};
+use crate::server::check::CheckError;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 /// Requests a session task answers.
@@ -34,18 +34,6 @@ pub struct CheckReport {
     pub server: ServerState,
     /// Where the ledger and the server disagree; empty when they agree.
     pub differences: Vec<String>,
-}
-
-#[derive(Debug, Clone, Error)]
-pub enum CheckError {
-    #[error("the session ended")]
-    Ended,
-    #[error("no safe point within {0:?}")]
-    Timeout(Duration),
-    #[error("the server refused the check: {0}")]
-    Server(String),
-    #[error("the server check failed: {0}")]
-    Broken(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +62,9 @@ pub struct Live {
     pub tx_status: char,
     pub summary: LedgerSummary,
     pub migrations: u32,
+    /// Where a move of the session is (`MoveState::name`), `None` when it
+    /// has none.
+    pub moving: Option<&'static str>,
 }
 
 pub struct SessionEntry {
@@ -81,7 +72,6 @@ pub struct SessionEntry {
     pub client_pid: i32,
     pub user: String,
     pub database: String,
-    pub application_name: String,
     pub client_addr: SocketAddr,
     live: Mutex<Live>,
     control: mpsc::Sender<Control>,
@@ -93,7 +83,6 @@ impl SessionEntry {
         client_pid: i32,
         user: String,
         database: String,
-        application_name: String,
         client_addr: SocketAddr,
         live: Live,
     ) -> (Arc<SessionEntry>, mpsc::Receiver<Control>) {
@@ -103,7 +92,6 @@ impl SessionEntry {
             client_pid,
             user,
             database,
-            application_name,
             client_addr,
             live: Mutex::new(live),
             control: tx,
@@ -113,6 +101,22 @@ impl SessionEntry {
 
     pub fn live(&self) -> Live {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Where a move of the session is.
+    pub fn live_moving(&self) -> Option<&'static str> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).moving
+    }
+
+    /// The session's `application_name` now (it may have SET another one
+    /// since startup).
+    pub fn application_name(&self) -> String {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .summary
+            .application_name
+            .clone()
     }
 
     pub fn update(&self, f: impl FnOnce(&mut Live)) {

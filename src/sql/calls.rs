@@ -1,7 +1,8 @@
 //! Function calls that change session state from inside any statement.
 //!
 //! `SELECT set_config('myapp.tenant', '42', false)` changes a setting that no
-//! ParameterStatus reports and `pg_settings` hides (session-state.md P1);
+//! ParameterStatus reports and `pg_settings` hides (a custom `x.y` setting
+//! shows only through `current_setting`);
 //! session advisory locks and dblink connections pin a session. A call is an
 //! identifier (optionally schema-qualified or quoted) followed by `(`.
 //! Functions (<https://www.postgresql.org/docs/15/functions-admin.html>):

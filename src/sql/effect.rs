@@ -1,9 +1,10 @@
 //! What a statement does to session state: the classifier's answer.
 //!
 //! Every variant borrows the statement text; nothing here allocates until the
-//! proxy decodes a name with [`Ident::to_name`]. Which state exists and which
-//! of it pins a session is summarised in `shared/reference/session-state.md`
-//! and the DESIGN's "The ledger" section.
+//! proxy decodes a name with [`Ident::to_name`]. Settings, roles, prepared
+//! statements and LISTEN channels can be replayed on another server; temp
+//! objects, WITH HOLD cursors, session advisory locks, LOADed libraries and
+//! dblink connections cannot, and pin the session (see `ledger::Blocker`).
 
 use super::calls::Calls;
 use super::ident::Ident;
@@ -34,7 +35,8 @@ pub enum Effect<'a> {
         /// The parameter.
         name: Ident<'a>,
     },
-    /// `RESET ALL`: every parameter, but not the role (session-state.md P8).
+    /// `RESET ALL`: every parameter, but not the role (Postgres keeps
+    /// `SET ROLE` through it).
     ResetAll,
     /// `SET ROLE name|NONE`, `SET role = name`.
     SetRole {

@@ -6,7 +6,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 const ADMIN: &str = "admin_users = [\"postgres\"]";
 
-const SESSIONS_COLUMNS: [&str; 14] = [
+const SESSIONS_COLUMNS: [&str; 15] = [
     "id",
     "user",
     "database",
@@ -21,6 +21,7 @@ const SESSIONS_COLUMNS: [&str; 14] = [
     "listening",
     "pinned",
     "migrations",
+    "move",
 ];
 
 /// One result set of a simple query, values as text.
@@ -383,4 +384,46 @@ async fn psql_prints_the_console_plain_and_expanded() {
             "{c} in expanded output: {out}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_sessions_shows_the_application_name_the_session_set() {
+    let servers = crate::harness::start_servers(1).await;
+    let proxy = crate::harness::TestProxy::start(crate::harness::TestProxy::config(
+        &[&servers[0]],
+        crate::migrate::ADMIN,
+    ))
+    .await;
+    let client = proxy
+        .connect_app("postgres", "postgres", "at-startup")
+        .await;
+    let console = proxy.connect("postgres", "pgbaton").await;
+    let app_of = |rows: Vec<std::collections::HashMap<String, Option<String>>>| {
+        rows.iter()
+            .filter(|r| crate::migrate::col(r, "database") == Some("postgres"))
+            .map(|r| crate::migrate::col(r, "application_name").map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let rows = crate::migrate::admin(&console, "SHOW SESSIONS")
+        .await
+        .unwrap();
+    assert_eq!(app_of(rows), vec![Some("at-startup".to_string())]);
+    client
+        .batch_execute("SET application_name = 'set-later'")
+        .await
+        .unwrap();
+    // As pg_stat_activity does: the value now, not the startup packet's.
+    let rows = crate::migrate::admin(&console, "SHOW SESSIONS")
+        .await
+        .unwrap();
+    assert_eq!(app_of(rows), vec![Some("set-later".to_string())]);
+    // A rolled-back SET goes back.
+    client
+        .batch_execute("BEGIN; SET application_name = 'rolled-back'; ROLLBACK")
+        .await
+        .unwrap();
+    let rows = crate::migrate::admin(&console, "SHOW SESSIONS")
+        .await
+        .unwrap();
+    assert_eq!(app_of(rows), vec![Some("set-later".to_string())]);
 }

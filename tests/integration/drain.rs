@@ -27,10 +27,11 @@ async fn wait_all_on(proxy: &TestProxy, apps: &[&str], backend: &str) {
     wait_for(&what, || async {
         let on: Vec<String> = proxy
             .shared
+            .env
             .sessions
             .list()
             .into_iter()
-            .filter(|e| apps.contains(&e.application_name.as_str()))
+            .filter(|e| apps.contains(&e.application_name().as_str()))
             .map(|e| e.live().backend)
             .collect();
         on.len() == apps.len() && on.iter().all(|b| b == backend)
@@ -109,6 +110,8 @@ async fn reload_drains_a_backend_and_disconnects_the_pinned_when_told() {
     assert_eq!(where_is(&fresh).await.1, s2.port());
     let aborted = proxy
         .shared
+        .env
+        .moves
         .history
         .list()
         .iter()
@@ -150,6 +153,7 @@ async fn scale_out_runs_the_hook_and_moves_everyone() {
     wait_for("sessions moved to the hook's server", || async {
         proxy
             .shared
+            .env
             .sessions
             .list()
             .iter()
@@ -200,6 +204,7 @@ async fn a_hook_that_prints_nonsense_is_an_error_and_moves_nothing() {
     a.simple_query("SELECT 1").await.unwrap();
     assert!(proxy
         .shared
+        .env
         .sessions
         .list()
         .iter()

@@ -1,5 +1,5 @@
-//! The ledger against the server's own answer (reference/session-state.md
-//! §3, §4.5, §4.7, §8): random statement sequences through both protocols
+//! The ledger against the server's own answer (what a transaction undoes,
+//! what an error skips, what the server reports): random statement sequences through both protocols
 //! must leave the wire-kept ledger agreeing with the server check; the check
 //! must see what the wire cannot, leave the client's unnamed statement alone,
 //! and wait for a safe point.
@@ -7,7 +7,8 @@
 use crate::harness::raw::build;
 use crate::harness::{start_servers, Raw, TestProxy, TestServer};
 use bytes::BytesMut;
-use pgbaton::session::registry::{CheckError, CheckReport, SessionEntry};
+use pgbaton::server::check::CheckError;
+use pgbaton::session::registry::{CheckReport, SessionEntry};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,10 @@ const CHECK_WAIT: Duration = Duration::from_secs(30);
 /// after the client got an answer to a query: a session registers before its
 /// relay forwards anything, but after the client's first ReadyForQuery.
 fn session(proxy: &TestProxy, app: &str) -> Arc<SessionEntry> {
-    let all = proxy.shared.sessions.list();
-    let names: Vec<String> = all.iter().map(|e| e.application_name.clone()).collect();
+    let all = proxy.shared.env.sessions.list();
+    let names: Vec<String> = all.iter().map(|e| e.application_name()).collect();
     all.into_iter()
-        .find(|e| e.application_name == app)
+        .find(|e| e.application_name() == app)
         .unwrap_or_else(|| panic!("no session with application_name {app}; have {names:?}"))
 }
 
@@ -476,8 +477,8 @@ async fn set_config_inside_a_function_is_found_by_the_server_check() {
         report.differences
     );
     // myapp.hidden is invisible to both: pg_settings hides placeholder
-    // settings (P1) and the check asks for custom settings by name, names
-    // that come only from the wire (session-state.md §6, B2). Its name never
+    // settings (pg_settings hides them) and the check asks for custom settings by name, names
+    // that come only from the wire. Its name never
     // crossed the wire.
     assert!(
         !report.server.custom.contains_key("myapp.hidden"),
@@ -529,7 +530,7 @@ async fn the_check_keeps_the_unnamed_statement_and_believes_only_parse_complete(
         "{rows:?}"
     );
 
-    // P5: the check ran on this very connection, and the unnamed statement
+    // A simple query would destroy the unnamed statement: the check ran on this very connection, and the unnamed statement
     // is still there.
     out.clear();
     build::bind("", "", &mut out);
@@ -563,7 +564,7 @@ async fn the_check_keeps_the_unnamed_statement_and_believes_only_parse_complete(
     let rows = ledger_rows(&entry).await;
     assert!(has_row(&rows, "prepared (protocol)", "s1"), "{rows:?}");
 
-    // P4: a Parse after an error in the same batch is skipped by the server,
+    // A Parse after an error in the same batch is skipped by the server,
     // and so by the ledger.
     out.clear();
     build::parse("", "SELECT 1 / (0 * random())::int", &mut out);
@@ -607,7 +608,7 @@ async fn an_extended_batch_is_one_implicit_transaction() {
     raw.query("SELECT 1").await;
     let entry = session(&proxy, "ledger_batch");
 
-    // §3: SET and LISTEN in a batch that fails before its Sync are undone;
+    // SET and LISTEN in a batch that fails before its Sync are undone;
     // PREPARE is not transactional and stays.
     let mut out = BytesMut::new();
     batch(
@@ -697,7 +698,7 @@ async fn other_statement_forms_keep_ledger_and_server_in_agreement() {
         // The ledger records default_transaction_isolation for any SET
         // SESSION CHARACTERISTICS; this one sets default_transaction_read_only.
         &["SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"],
-        // session-state.md B6: set_config('role', ...) is SET ROLE.
+        // set_config('role', ...) is SET ROLE.
         &["SELECT set_config('role', 'ledger_role', false)"],
         // The PREPARE text crossed the wire; EXECUTE runs it.
         &[
@@ -736,7 +737,7 @@ async fn other_statement_forms_keep_ledger_and_server_in_agreement() {
 }
 
 /// A custom setting name that crossed the wire inside a PREPARE is one the
-/// client touched: the check must ask for it (pg_settings hides it, P1), or
+/// client touched: the check must ask for it (pg_settings hides it), or
 /// a move silently loses it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_names_inside_prepare_are_asked_for() {
@@ -852,7 +853,7 @@ async fn blockers_seen_on_the_wire_and_by_the_server() {
 }
 
 // ---------------------------------------------------------------------------
-// Transactions (§3): LISTEN rolls back, PREPARE does not.
+// Transactions: LISTEN rolls back, PREPARE does not.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_rolls_back_and_prepare_survives() {

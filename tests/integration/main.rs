@@ -26,6 +26,7 @@ mod migrate_turns;
 mod pids;
 mod pipeline_errors;
 mod relay;
+mod routing;
 mod shutdown;
 mod startup;
 mod switchover;

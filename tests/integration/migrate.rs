@@ -137,10 +137,11 @@ pub(crate) async fn entry(proxy: &TestProxy, app: &str) -> Arc<SessionEntry> {
     loop {
         if let Some(e) = proxy
             .shared
+            .env
             .sessions
             .list()
             .into_iter()
-            .find(|e| e.application_name == app)
+            .find(|e| e.application_name() == app)
         {
             return e;
         }
@@ -704,7 +705,7 @@ async fn show_migrations_and_sessions_report_moves() {
     let proxy = foreign_proxy(&[s1, s2], ADMIN).await;
     let console = proxy.connect("postgres", pgbaton::admin::DATABASE).await;
     let client = proxy.connect("postgres", "postgres").await;
-    let id = proxy.shared.sessions.list()[0].id.to_string();
+    let id = proxy.shared.env.sessions.list()[0].id.to_string();
 
     assert_eq!(
         tag_count(&client, "/* pgbaton: migrate to=pg2 */;").await,
@@ -850,10 +851,11 @@ async fn pgbench_survives_moving_every_session_back_and_forth() {
         let shared = shared.clone();
         async move {
             shared
+                .env
                 .sessions
                 .list()
                 .iter()
-                .filter(|e| e.application_name == "bench")
+                .filter(|e| e.application_name() == "bench")
                 .count()
                 == BENCH_CLIENTS
         }
@@ -867,10 +869,11 @@ async fn pgbench_survives_moving_every_session_back_and_forth() {
     for round in 0..BENCH_ROUNDS {
         let to = if round % 2 == 0 { "pg2" } else { "pg1" };
         let sessions: Vec<_> = shared
+            .env
             .sessions
             .list()
             .into_iter()
-            .filter(|e| e.application_name == "bench")
+            .filter(|e| e.application_name() == "bench")
             .collect();
         assert_eq!(
             sessions.len(),
@@ -900,8 +903,8 @@ async fn pgbench_survives_moving_every_session_back_and_forth() {
         }
     }
     // Every session moved, and the registry counted the same moves.
-    for e in shared.sessions.list() {
-        if e.application_name == "bench" {
+    for e in shared.env.sessions.list() {
+        if e.application_name() == "bench" {
             assert_eq!(
                 e.live().migrations,
                 moved.get(&e.id).copied().unwrap_or(0),
@@ -923,10 +926,11 @@ async fn pgbench_survives_moving_every_session_back_and_forth() {
     // The pgbench sessions were still all there after the last round.
     assert_eq!(
         shared
+            .env
             .sessions
             .list()
             .iter()
-            .filter(|e| e.application_name == "bench")
+            .filter(|e| e.application_name() == "bench")
             .count(),
         BENCH_CLIENTS,
         "pgbench ended before the last round"
@@ -1001,7 +1005,7 @@ async fn migrate_all_from_the_console() {
     let shared = proxy.shared.clone();
     wait_for("every session on pg2", || {
         let shared = shared.clone();
-        async move { shared.sessions.count_on("pg2") == 4 }
+        async move { shared.env.sessions.count_on("pg2") == 4 }
     })
     .await;
     for (i, c) in clients.iter().enumerate() {

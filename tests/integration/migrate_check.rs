@@ -144,7 +144,7 @@ async fn a_setting_the_role_may_not_read_sends_the_move_to_the_full_check() {
             .settable
             .iter()
             .any(|n| n == "dynamic_library_path"));
-        proxy.shared.remember_identity(name, identity);
+        proxy.shared.env.moves.remember_identity(name, identity);
     }
     // `current_setting('dynamic_library_path', true)` raises 42501 for
     // this role: both light checks fail, and the full ones decide.

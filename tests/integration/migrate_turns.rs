@@ -50,7 +50,7 @@ async fn a_target_that_never_answers_does_not_hold_up_moves_to_others() {
     config.backends.push(pg3);
     let proxy = TestProxy::start(config).await;
     let identity = identity_of(s1, pgbaton::ledger::check::SETTABLE_NAMES_SQL).await;
-    proxy.shared.remember_identity("pg3", identity);
+    proxy.shared.env.moves.remember_identity("pg3", identity);
 
     let stuck = proxy.connect_app("postgres", "postgres", "stuck").await;
     let mover = proxy.connect_app("postgres", "postgres", "mover").await;
@@ -77,4 +77,116 @@ async fn a_target_that_never_answers_does_not_hold_up_moves_to_others() {
         .unwrap();
     assert!(outcome.is_err(), "{outcome:?}");
     assert_eq!(where_is(&stuck).await.1, s1.port());
+}
+
+/// Sends `sig` (`STOP`, `CONT`) to a server process.
+fn signal(pid: i32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_hangs_in_its_cutover_costs_one_budget_and_the_session_stays() {
+    let servers = start_servers(2).await;
+    let (s1, s2) = (&servers[0], &servers[1]);
+    let proxy = TestProxy::start(foreign_config(&[s1, s2], "cutover_budget = \"300ms\"")).await;
+    let stuck = proxy.connect_app("postgres", "postgres", "stuck").await;
+    stuck
+        .batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    let mover = proxy.connect_app("postgres", "postgres", "mover").await;
+    let (pid, port) = where_is(&stuck).await;
+    assert_eq!(port, s1.port());
+
+    // The source's server process stops answering; pre-staging (other
+    // connections) still works, so the move reaches its cutover and its
+    // check waits on the stopped process.
+    signal(pid, "STOP");
+    let outcome = entry(&proxy, "stuck").await.migrate(request("pg2")).await;
+    let e = outcome.expect_err("the move cannot finish while its source hangs");
+    assert!(
+        matches!(e, pgbaton::migration::MoveError::OverBudget(_)),
+        "{e:?}"
+    );
+    // Another session's move goes through meanwhile: no lock was kept.
+    assert_eq!(tag_count(&mover, "/* pgbaton: migrate to=pg2 */;").await, 1);
+    assert_eq!(where_is(&mover).await.1, s2.port());
+
+    // The source wakes: the session is where it was, with its state, and
+    // the check's late answer never reaches the client.
+    signal(pid, "CONT");
+    assert_eq!(where_is(&stuck).await, (pid, s1.port()));
+    assert_eq!(one(&stuck, "SHOW TimeZone").await, "Asia/Tokyo");
+    assert_eq!(
+        one(&stuck, "SELECT 'still in order'").await,
+        "still in order"
+    );
+    // And it can move once its source answers again.
+    assert_eq!(tag_count(&stuck, "/* pgbaton: migrate to=pg2 */;").await, 1);
+    assert_eq!(where_is(&stuck).await.1, s2.port());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_cutover_keeps_its_place_while_its_session_is_busy() {
+    let servers = start_servers(2).await;
+    let (s1, s2) = (&servers[0], &servers[1]);
+    let proxy = TestProxy::start(foreign_config(&[s1, s2], "")).await;
+    let (first, mut first_rx) =
+        crate::migrate::connect_watched(&proxy, "postgres", "postgres", "first").await;
+    first.batch_execute("LISTEN wake").await.unwrap();
+    let second = proxy.connect_app("postgres", "postgres", "second").await;
+    let (a, b) = (entry(&proxy, "first").await, entry(&proxy, "second").await);
+
+    // Nobody gets a cutover turn while the test holds it.
+    let held = proxy
+        .shared
+        .env
+        .moves
+        .cutover_turn
+        .clone()
+        .lock_owned()
+        .await;
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let queued = |e: std::sync::Arc<pgbaton::session::registry::SessionEntry>| async move {
+        e.live_moving() == Some("waiting for its cutover turn")
+    };
+    let tx = done_tx.clone();
+    let (ea, eb) = (a.clone(), b.clone());
+    tokio::spawn(async move {
+        let r = ea.migrate(request("pg2")).await;
+        let _ = tx.send(("first", r.is_ok()));
+    });
+    crate::migrate::wait_for("the first move queued", || queued(a.clone())).await;
+    tokio::spawn(async move {
+        let r = eb.migrate(request("pg2")).await;
+        let _ = done_tx.send(("second", r.is_ok()));
+    });
+    crate::migrate::wait_for("the second move queued", || queued(b.clone())).await;
+
+    // The first session's loop turns while it waits: notifications arrive.
+    let direct = s1.connect_direct("postgres").await;
+    for i in 0..3 {
+        direct
+            .batch_execute(&format!("NOTIFY wake, '{i}'"))
+            .await
+            .unwrap();
+    }
+    let mut seen = 0;
+    while seen < 3 {
+        match tokio::time::timeout(Duration::from_secs(30), first_rx.recv()).await {
+            Ok(Some(tokio_postgres::AsyncMessage::Notification(_))) => seen += 1,
+            Ok(Some(_)) => {}
+            other => panic!("notifications for the first session: {other:?}"),
+        }
+    }
+    drop(held);
+    // Cutovers go one at a time, in the order they queued.
+    assert_eq!(done.recv().await, Some(("first", true)));
+    assert_eq!(done.recv().await, Some(("second", true)));
+    assert_eq!(where_is(&first).await.1, s2.port());
+    assert_eq!(where_is(&second).await.1, s2.port());
 }

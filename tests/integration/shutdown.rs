@@ -243,9 +243,12 @@ async fn a_shutdown_requested_before_the_proxy_runs_still_stops_it() {
     // proxy's task was first polled. It used to be missed, and the demo
     // then never stopped.
     let servers = start_servers(1).await;
-    let proxy = pgbaton::proxy::Proxy::bind(TestProxy::config(&[&servers[0]], ""))
-        .await
-        .unwrap();
+    let proxy = pgbaton::proxy::Proxy::bind(
+        TestProxy::config(&[&servers[0]], ""),
+        pgbaton::admin::console,
+    )
+    .await
+    .unwrap();
     proxy.handle().shutdown();
     tokio::time::timeout(LIMIT, proxy.run())
         .await

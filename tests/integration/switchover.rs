@@ -151,10 +151,11 @@ async fn promote_the_standby_and_scale_out_to_it() {
         let shared = shared.clone();
         async move {
             shared
+                .env
                 .sessions
                 .list()
                 .iter()
-                .filter(|e| e.application_name.starts_with('c'))
+                .filter(|e| e.application_name().starts_with('c'))
                 .all(|e| e.live().backend == "pg2" && e.live().migrations == 1)
         }
     })
@@ -355,10 +356,11 @@ async fn the_readme_switchover_loses_nothing_and_a_hasty_one_is_warned() {
     wait_for("every writer on pg2", || async {
         proxy
             .shared
+            .env
             .sessions
             .list()
             .iter()
-            .filter(|e| e.application_name.starts_with('w'))
+            .filter(|e| e.application_name().starts_with('w'))
             .all(|e| e.live().backend == "pg2")
     })
     .await;

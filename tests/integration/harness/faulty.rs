@@ -3,7 +3,8 @@
 //! configures a pgbaton backend with the relay's address and then breaks that
 //! backend's connections at exact points: after so many bytes from pgbaton,
 //! right after the StartupMessage, the next time pgbaton sends anything, or
-//! all at once.
+//! all at once. It can also hold new connections (accepted, not forwarded)
+//! until released: a login that waits as long as a test needs.
 //!
 //! A cut closes both sockets of a connection; bytes from pgbaton past the cut
 //! point are never forwarded, so the server never sees half a request it
@@ -39,6 +40,8 @@ struct State {
     cut_all: watch::Sender<u64>,
     connections: AtomicU64,
     cuts: AtomicU64,
+    /// While true, new connections wait before reaching the server.
+    hold: watch::Sender<bool>,
 }
 
 pub struct FaultyRelay {
@@ -59,6 +62,7 @@ impl FaultyRelay {
             cut_all,
             connections: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
+            hold: watch::channel(false).0,
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -108,6 +112,17 @@ impl FaultyRelay {
         self.state.cut_all.send_modify(|g| *g += 1);
     }
 
+    /// New connections are accepted but wait, forwarding nothing, until
+    /// [`FaultyRelay::release`].
+    pub fn hold(&self) {
+        self.state.hold.send_replace(true);
+    }
+
+    /// Lets held connections (and new ones) through.
+    pub fn release(&self) {
+        self.state.hold.send_replace(false);
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.state.connections.load(Ordering::SeqCst)
@@ -144,6 +159,12 @@ fn allowed(rule: Rule, sent: u64, startup_len: Option<u64>, got: u64) -> Option<
 }
 
 async fn serve(state: Arc<State>, mut client: TcpStream) {
+    let mut hold = state.hold.subscribe();
+    while *hold.borrow_and_update() {
+        if hold.changed().await.is_err() {
+            return;
+        }
+    }
     let Ok(mut server) = TcpStream::connect(&state.target).await else {
         return;
     };

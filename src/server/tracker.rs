@@ -2,7 +2,7 @@
 //! ReadyForQuery messages the server has sent, and so knows when the session
 //! is at a safe point (idle, nothing in flight) without guessing.
 //!
-//! Rules (reference/session-state.md §5): every Query, Sync and FunctionCall
+//! Rules: every Query, Sync and FunctionCall
 //! gets exactly one ReadyForQuery; an extended-protocol batch is open from its
 //! first Parse/Bind/Describe/Execute/Close/Flush until its Sync; COPY runs
 //! from Copy{In,Out,Both}Response to the next ReadyForQuery.
