@@ -50,7 +50,12 @@ async fn run(n: usize) -> Result<()> {
         b.foreign = true;
     }
     config.migration_wait = Duration::from_secs(120);
-    let proxy = Proxy::bind(config, pgbaton::admin::console).await?;
+    let proxy = Proxy::bind(
+        config,
+        pgbaton::admin::console,
+        pgbaton::net::busy_poll::BusyPoll::off(),
+    )
+    .await?;
     let addr = proxy.local_addr();
     let shared = proxy.shared();
     tokio::spawn(proxy.run());

@@ -5,6 +5,7 @@
 
 use crate::config::{Config, Overrides};
 use crate::localpg::{LocalPgOptions, LocalPostgres, PgBinaries};
+use crate::net::busy_poll::BusyPoll;
 use crate::proxy::Proxy;
 use crate::say;
 use thiserror::Error;
@@ -58,7 +59,7 @@ pub async fn run(listen: &str) -> Result<(), DemoError> {
     for b in &mut config.backends {
         b.tls = crate::config::ServerTls::Disable;
     }
-    let proxy = Proxy::bind(config, crate::admin::console).await?;
+    let proxy = Proxy::bind(config, crate::admin::console, BusyPoll::off()).await?;
     let addr = proxy.local_addr();
     let (host, port) = (addr.ip(), addr.port());
     say!("pgbaton demo is running: two throwaway Postgres servers behind a proxy.");

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use pgbaton::cli::{Cli, Command};
 use pgbaton::config::{Config, LogFormat};
+use pgbaton::net::busy_poll::BusyPoll;
 use pgbaton::proxy::Proxy;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -23,7 +24,10 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn runtime(threads: usize, busy_poll: Duration) -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime(
+    threads: usize,
+    busy_poll: Duration,
+) -> anyhow::Result<(tokio::runtime::Runtime, BusyPoll)> {
     pgbaton::proxy::runtime::build(threads, busy_poll).context("cannot start the tokio runtime")
 }
 
@@ -61,11 +65,13 @@ fn main() -> anyhow::Result<()> {
             let config = Config::load(args.config.as_deref(), &overrides)?;
             init_tracing(config.log_format);
             let source = args.config.clone().map(|p| (p, overrides));
-            runtime(config.threads, config.busy_poll)?.block_on(serve(config, source))
+            let (runtime, poll) = runtime(config.threads, config.busy_poll)?;
+            runtime.block_on(serve(config, source, poll))
         }
         Command::Demo(args) => {
             init_tracing(LogFormat::Text);
-            runtime(2, Duration::ZERO)?
+            let (runtime, _) = runtime(2, Duration::ZERO)?;
+            runtime
                 .block_on(pgbaton::demo::run(&args.listen))
                 .map_err(Into::into)
         }
@@ -75,8 +81,9 @@ fn main() -> anyhow::Result<()> {
 async fn serve(
     config: Config,
     source: Option<(std::path::PathBuf, pgbaton::config::Overrides)>,
+    poll: BusyPoll,
 ) -> anyhow::Result<()> {
-    let proxy = Proxy::bind(config, pgbaton::admin::console).await?;
+    let proxy = Proxy::bind(config, pgbaton::admin::console, poll).await?;
     if let Some((path, overrides)) = source {
         proxy.shared().set_source(path, overrides);
     }

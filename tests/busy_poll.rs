@@ -3,9 +3,8 @@
 //! ended on a reply (so the hooks are installed and the sessions' sockets
 //! watched).
 //!
-//! A test binary of its own (`cargo test --test busy_poll`): busy polling is
-//! process-wide once on, and the other tests' sockets must not end these
-//! spins or count in these counters.
+//! A test binary of its own (`cargo test --test busy_poll`): the spins share
+//! the machine's cores, and the other tests' load would end them early.
 
 // Not every helper is used here.
 #[allow(unused_imports)]
@@ -66,9 +65,10 @@ async fn a_busy_polling_proxy_relays_pgbench_and_its_spins_find_replies() {
     let (addr_tx, addr_rx) = oneshot::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let proxy_thread = std::thread::spawn(move || {
-        let runtime = pgbaton::proxy::runtime::build(1, config.busy_poll).expect("runtime builds");
+        let (runtime, poll) =
+            pgbaton::proxy::runtime::build(1, config.busy_poll).expect("runtime builds");
         runtime.block_on(async move {
-            let proxy = Proxy::bind(config, pgbaton::admin::console)
+            let proxy = Proxy::bind(config, pgbaton::admin::console, poll)
                 .await
                 .expect("proxy binds");
             addr_tx.send(proxy.local_addr()).unwrap();

@@ -2,9 +2,9 @@
 //! keep their case; a trailing `;` and surrounding blanks are ignored.
 
 use super::{AdminError, ResultSet};
+use crate::protocol::SqlState;
 use crate::proxy::Shared;
 use std::sync::Arc;
-use tokio_postgres::error::SqlState;
 
 /// The commands, as listed in the error for an unknown one.
 pub const COMMANDS: &[&str] = &[
@@ -38,7 +38,7 @@ pub enum AdminCommand {
 
 fn unknown(text: &str) -> AdminError {
     let mut e = AdminError::new(
-        SqlState::SYNTAX_ERROR.code(),
+        SqlState::SYNTAX_ERROR,
         format!("unknown pgbaton admin command \"{}\"", text.trim()),
     );
     e.hint = Some(format!("commands: {}", COMMANDS.join("; ")));
@@ -48,7 +48,7 @@ fn unknown(text: &str) -> AdminError {
 fn session_id(word: &str) -> Result<u64, AdminError> {
     word.parse().map_err(|_| {
         AdminError::new(
-            SqlState::INVALID_TEXT_REPRESENTATION.code(),
+            SqlState::INVALID_TEXT_REPRESENTATION,
             format!("invalid session id \"{word}\": expected a number from SHOW SESSIONS"),
         )
     })
@@ -158,9 +158,9 @@ mod tests {
             AdminCommand::ScaleOut { to: None }
         );
         let e = AdminCommand::parse("SHOW SESSION x").unwrap_err();
-        assert_eq!(e.code, "22P02");
+        assert_eq!(e.code.code(), "22P02");
         let e = AdminCommand::parse("DROP EVERYTHING").unwrap_err();
-        assert_eq!(e.code, "42601");
+        assert_eq!(e.code.code(), "42601");
         assert!(e.message.contains("DROP EVERYTHING"));
         assert!(e.hint.unwrap().contains("SHOW BACKENDS"));
     }

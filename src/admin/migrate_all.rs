@@ -11,7 +11,7 @@ pub async fn run(shared: &Arc<Shared>, from: &str, to: &str) -> Result<ResultSet
     // Asked before the moves start, while the sessions are still on `from`.
     let warnings = fleet::split_brain_warnings(&shared.env, Some(from), to).await;
     let n = fleet::move_all(&shared.env, Some(from), to, Origin::Admin, None)
-        .map_err(|e| AdminError::new_owned(e.sqlstate().to_string(), e.to_string()))?;
+        .map_err(AdminError::from)?;
     let mut rs = ResultSet::new(vec!["from", "to", "sessions"]);
     rs.warnings = warnings;
     rs.push(vec![

@@ -3,8 +3,8 @@
 
 use super::{AdminError, ResultSet};
 use crate::migration::{MoveError, MoveRequest, OnTimeout, Origin};
+use crate::protocol::SqlState;
 use crate::proxy::Shared;
-use tokio_postgres::error::SqlState;
 
 pub async fn run(
     shared: &Shared,
@@ -14,7 +14,7 @@ pub async fn run(
 ) -> Result<ResultSet, AdminError> {
     let entry = shared.env.sessions.get(id).ok_or_else(|| {
         AdminError::new(
-            SqlState::UNDEFINED_OBJECT.code(),
+            SqlState::UNDEFINED_OBJECT,
             format!("session {id} does not exist"),
         )
     })?;
@@ -68,9 +68,6 @@ pub async fn run(
             rs.tag = "MIGRATE 0".into();
             Ok(rs)
         }
-        Err(e) => Err(AdminError::new_owned(
-            e.sqlstate().to_string(),
-            format!("session {id}: {e}"),
-        )),
+        Err(e) => Err(AdminError::new(e.sqlstate(), format!("session {id}: {e}"))),
     }
 }

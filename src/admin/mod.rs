@@ -24,14 +24,15 @@ pub use result::{AdminError, ResultSet};
 use crate::net::Stream;
 use crate::protocol::codec::{split_message, HEADER_LEN, PG_SMALL_MESSAGE_LIMIT};
 use crate::protocol::frontend::{query_text, FrontendTag};
-use crate::protocol::write::{self, Report, Severity};
+use crate::protocol::write;
+use crate::protocol::SqlState;
+use crate::protocol::{write_client_error, Said};
 use crate::proxy::Shared;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_postgres::error::SqlState;
 
 /// The database name that opens the console.
 pub use crate::config::ADMIN_DATABASE as DATABASE;
@@ -91,12 +92,10 @@ pub async fn serve(
                 Ok(Some((f, _))) => break Some(f),
                 Ok(None) => {}
                 Err(e) => {
-                    Report::new(
-                        Severity::Fatal,
-                        SqlState::PROTOCOL_VIOLATION.code(),
-                        &e.to_string(),
-                    )
-                    .write(&mut out);
+                    write_client_error(
+                        &mut out,
+                        &Said::fatal(SqlState::PROTOCOL_VIOLATION, e.to_string()),
+                    );
                     let _ = stream.write_all(&out).await;
                     return;
                 }
@@ -107,7 +106,7 @@ pub async fn serve(
                     Ok(_) => {}
                 },
                 _ = shutdown.changed() => {
-                    Report::new(Severity::Fatal, SqlState::ADMIN_SHUTDOWN.code(), "terminating connection because pgbaton is shutting down").write(&mut out);
+                    write_client_error(&mut out, &Said::fatal(SqlState::ADMIN_SHUTDOWN, "terminating connection because pgbaton is shutting down"));
                     let _ = stream.write_all(&out).await;
                     return;
                 }
@@ -124,12 +123,13 @@ pub async fn serve(
             }
             FrontendTag::Sync => write::ready_for_query(&mut out, b'I'),
             FrontendTag::Flush => {}
-            _ => Report::new(
-                Severity::Error,
-                SqlState::FEATURE_NOT_SUPPORTED.code(),
-                "the pgbaton admin console speaks the simple query protocol only",
-            )
-            .write(&mut out),
+            _ => write_client_error(
+                &mut out,
+                &Said::error(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "the pgbaton admin console speaks the simple query protocol only",
+                ),
+            ),
         }
         if stream.write_all(&out).await.is_err() {
             return;

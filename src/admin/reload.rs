@@ -3,14 +3,14 @@
 //! marked `draining = true` (its sessions move to the default backend).
 
 use super::{AdminError, ResultSet};
+use crate::protocol::SqlState;
 use crate::proxy::Shared;
 use std::sync::Arc;
-use tokio_postgres::error::SqlState;
 
 pub fn run(shared: &Arc<Shared>) -> Result<ResultSet, AdminError> {
     let drained = shared
         .reload()
-        .map_err(|e| AdminError::new(SqlState::CONFIG_FILE_ERROR.code(), e.to_string()))?;
+        .map_err(|e| AdminError::new(SqlState::CONFIG_FILE_ERROR, e.to_string()))?;
     let mut rs = ResultSet::new(vec!["draining", "sessions"]);
     for (backend, n) in drained {
         rs.push(vec![Some(backend), Some(n.to_string())]);

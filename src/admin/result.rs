@@ -1,7 +1,8 @@
 //! What a console command answers: a result set of text columns, or an error
 //! with a real SQLSTATE.
 
-use crate::protocol::write::{self, Report, Severity};
+use crate::protocol::write;
+use crate::protocol::{write_client_error, ClientError, Said, SqlState};
 use bytes::BytesMut;
 use thiserror::Error;
 
@@ -40,7 +41,7 @@ impl ResultSet {
 
     pub fn write(&self, out: &mut BytesMut) {
         for w in &self.warnings {
-            write::Report::new(write::Severity::Warning, "01000", w).write(out);
+            write_client_error(out, &Said::warning(w.as_str()));
         }
         write::row_description(out, &self.columns, &self.types);
         for r in &self.rows {
@@ -59,32 +60,37 @@ impl ResultSet {
 #[derive(Debug, Clone, Error)]
 #[error("{message}")]
 pub struct AdminError {
-    pub code: std::borrow::Cow<'static, str>,
+    pub code: SqlState,
     pub message: String,
     pub hint: Option<String>,
 }
 
 impl AdminError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> AdminError {
+    pub fn new(code: SqlState, message: impl Into<String>) -> AdminError {
         AdminError {
-            code: code.into(),
-            message: message.into(),
-            hint: None,
-        }
-    }
-
-    /// With a SQLSTATE known only at run time (a server's, a move's).
-    pub fn new_owned(code: String, message: impl Into<String>) -> AdminError {
-        AdminError {
-            code: code.into(),
+            code,
             message: message.into(),
             hint: None,
         }
     }
 
     pub fn write(&self, out: &mut BytesMut) {
-        let mut r = Report::new(Severity::Error, &self.code, &self.message);
-        r.hint = self.hint.as_deref();
-        r.write(out);
+        write_client_error(out, self);
+    }
+}
+
+impl ClientError for AdminError {
+    fn sqlstate(&self) -> SqlState {
+        self.code.clone()
+    }
+
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+}
+
+impl From<crate::migration::MoveError> for AdminError {
+    fn from(e: crate::migration::MoveError) -> AdminError {
+        AdminError::new(e.sqlstate(), e.to_string())
     }
 }

@@ -7,11 +7,11 @@
 use super::{AdminError, ResultSet};
 use crate::config::Backend;
 use crate::migration::Origin;
+use crate::protocol::SqlState;
 use crate::proxy::Shared;
 use crate::session::fleet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::error::SqlState;
 
 /// Longest a scale-out hook may run.
 const HOOK_LIMIT: Duration = Duration::from_secs(120);
@@ -26,7 +26,7 @@ pub async fn run(shared: &Arc<Shared>, to: Option<&str>) -> Result<ResultSet, Ad
             .cloned()
             .ok_or_else(|| {
                 AdminError::new(
-                    SqlState::UNDEFINED_OBJECT.code(),
+                    SqlState::UNDEFINED_OBJECT,
                     format!(
                         "unknown backend \"{name}\": targets are configured backend names only"
                     ),
@@ -40,10 +40,10 @@ pub async fn run(shared: &Arc<Shared>, to: Option<&str>) -> Result<ResultSet, Ad
             draining: false,
             ..backend
         })
-        .map_err(|e| AdminError::new(SqlState::CONFIG_FILE_ERROR.code(), e.to_string()))?;
+        .map_err(|e| AdminError::new(SqlState::CONFIG_FILE_ERROR, e.to_string()))?;
     let warnings = fleet::split_brain_warnings(&shared.env, None, &name).await;
     let n = fleet::move_all(&shared.env, None, &name, Origin::ScaleOut, None)
-        .map_err(|e| AdminError::new_owned(e.sqlstate().to_string(), e.to_string()))?;
+        .map_err(AdminError::from)?;
     let mut rs = ResultSet::new(vec!["backend", "sessions"]);
     rs.warnings = warnings;
     rs.push(vec![Some(name), Some(n.to_string())]);
@@ -56,11 +56,11 @@ async fn run_hook(shared: &Shared) -> Result<Backend, AdminError> {
     let routing = shared.env.routing.current();
     let hook = config.scale_out_hook.clone().ok_or_else(|| {
         AdminError::new(
-            SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE.code(),
+            SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
             "SCALE OUT without TO needs scale_out_hook in the configuration",
         )
     })?;
-    let failed = |m: String| AdminError::new_owned(SqlState::SYSTEM_ERROR.code().to_string(), m);
+    let failed = |m: String| AdminError::new(SqlState::SYSTEM_ERROR, m);
     let run = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(&hook)

@@ -2,13 +2,13 @@
 //! with what a move does with it; blockers included.
 
 use super::{AdminError, ResultSet};
+use crate::protocol::SqlState;
 use crate::proxy::Shared;
-use tokio_postgres::error::SqlState;
 
 pub async fn run(shared: &Shared, id: u64) -> Result<ResultSet, AdminError> {
     let missing = || {
         AdminError::new(
-            SqlState::UNDEFINED_OBJECT.code(),
+            SqlState::UNDEFINED_OBJECT,
             format!("session {id} does not exist"),
         )
     };

@@ -1,12 +1,12 @@
-//! `SHOW STATS`: process-wide counters, one row each.
+//! `SHOW STATS`: the proxy's counters, one row each.
 
 use super::ResultSet;
-use crate::net::busy_poll;
 use crate::proxy::Shared;
 use std::sync::atomic::Ordering;
 
 pub fn run(shared: &Shared) -> ResultSet {
     let s = &shared.env.stats;
+    let spins = shared.env.busy_poll.stats();
     let mut rs = ResultSet::new(vec!["name", "value"]);
     for (name, counter) in [
         ("sessions_total", &s.sessions_total),
@@ -15,9 +15,9 @@ pub fn run(shared: &Shared) -> ResultSet {
         ("cancels_forwarded", &s.cancels_forwarded),
         ("server_connect_failures", &s.server_connect_failures),
         ("protocol_errors", &s.protocol_errors),
-        ("busy_poll_ready", &busy_poll::STATS.ready),
-        ("busy_poll_timeouts", &busy_poll::STATS.timeouts),
-        ("busy_poll_contended", &busy_poll::STATS.contended),
+        ("busy_poll_ready", &spins.ready),
+        ("busy_poll_timeouts", &spins.timeouts),
+        ("busy_poll_contended", &spins.contended),
     ] {
         rs.push(vec![
             Some(name.to_string()),

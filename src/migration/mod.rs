@@ -31,9 +31,9 @@ pub mod stage;
 pub mod target;
 pub mod turn;
 
+use crate::protocol::{ClientError, SqlState};
 use std::time::Duration;
 use thiserror::Error;
-use tokio_postgres::error::SqlState;
 
 /// Default wait for a safe point.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
@@ -129,7 +129,7 @@ pub enum MoveError {
     #[error("target {backend}: {message}")]
     Target {
         backend: String,
-        code: String,
+        code: SqlState,
         message: String,
     },
     #[error("replay on target {backend} failed: {message}")]
@@ -151,16 +151,22 @@ pub enum MoveError {
     OverBudget(Duration),
 }
 
+impl ClientError for MoveError {
+    fn sqlstate(&self) -> SqlState {
+        MoveError::sqlstate(self)
+    }
+}
+
 impl MoveError {
-    pub fn sqlstate(&self) -> &str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            MoveError::UnknownBackend(_) => SqlState::UNDEFINED_OBJECT.code(),
-            MoveError::SameBackend(_) => SqlState::INVALID_PARAMETER_VALUE.code(),
-            MoveError::Busy => SqlState::OBJECT_IN_USE.code(),
-            MoveError::Target { code, .. } => code,
-            MoveError::SourceLost(_) | MoveError::Ended => SqlState::CONNECTION_FAILURE.code(),
-            MoveError::Permission(_) => SqlState::INSUFFICIENT_PRIVILEGE.code(),
-            _ => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE.code(),
+            MoveError::UnknownBackend(_) => SqlState::UNDEFINED_OBJECT,
+            MoveError::SameBackend(_) => SqlState::INVALID_PARAMETER_VALUE,
+            MoveError::Busy => SqlState::OBJECT_IN_USE,
+            MoveError::Target { code, .. } => code.clone(),
+            MoveError::SourceLost(_) | MoveError::Ended => SqlState::CONNECTION_FAILURE,
+            MoveError::Permission(_) => SqlState::INSUFFICIENT_PRIVILEGE,
+            _ => SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
         }
     }
 
@@ -188,7 +194,7 @@ impl MoveError {
     pub fn from_server(backend: &str, e: &crate::server::ServerError) -> MoveError {
         MoveError::Target {
             backend: backend.to_string(),
-            code: e.sqlstate().to_string(),
+            code: e.sqlstate(),
             message: e.to_string(),
         }
     }

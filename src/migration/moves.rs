@@ -67,6 +67,7 @@ pub struct MoveEnv {
     pub config: Arc<Config>,
     pub connectors: Arc<Connectors>,
     pub moves: Arc<Moves>,
+    pub busy_poll: crate::net::busy_poll::BusyPoll,
 }
 
 impl MoveEnv {
@@ -79,6 +80,14 @@ impl MoveEnv {
         user: &str,
     ) -> Result<crate::server::ServerConn, crate::server::ServerError> {
         let connector = self.connectors.get(&backend.name);
-        crate::server::connect_server(&self.config, backend, connector.as_ref(), params, user).await
+        crate::server::connect_server(
+            &self.config,
+            backend,
+            connector.as_ref(),
+            params,
+            user,
+            &self.busy_poll,
+        )
+        .await
     }
 }

@@ -212,9 +212,7 @@ impl Staged {
         let staged = self;
         let dead = |why: String| MoveError::Target {
             backend: staged.backend.name.clone(),
-            code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
-                .code()
-                .to_string(),
+            code: crate::protocol::SqlState::CONNECTION_FAILURE,
             message: format!("the target connection failed before the swap: {why}"),
         };
         loop {
@@ -335,9 +333,7 @@ async fn replay(
             Ok(Err(e)) => {
                 return Err(MoveError::Target {
                     backend: backend.to_string(),
-                    code: tokio_postgres::error::SqlState::CONNECTION_FAILURE
-                        .code()
-                        .to_string(),
+                    code: crate::protocol::SqlState::CONNECTION_FAILURE,
                     message: format!("connection lost during replay: {e}"),
                 })
             }

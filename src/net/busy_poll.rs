@@ -13,7 +13,7 @@
 //!
 //! How: the listener, each accepted client and each server connection are
 //! registered, edge-triggered, in an epoll instance of their own, beside
-//! tokio's. Tokio calls [`before_park`] when it is about to sleep in its own
+//! tokio's. Tokio calls [`BusyPoll::before_park`] when it is about to sleep in its own
 //! `epoll_wait`; it polls ours with a zero timeout until data arrives on a
 //! socket or the window ends. New data queues an edge in both instances, so
 //! tokio's sleep then returns at once. Edge-triggered, because a socket the
@@ -30,36 +30,90 @@
 use std::cell::Cell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use super::busy_poll_stats::{Stats, STATS};
+pub use super::busy_poll_stats::Stats;
 
-/// The process's poller; absent when busy polling is off.
-static POLLER: OnceLock<Poller> = OnceLock::new();
+/// Busy polling for one runtime and the sockets it serves: made once by
+/// whoever builds the runtime, cloned into its park hooks and to every
+/// place that opens a socket. Off (does nothing) by default.
+#[derive(Clone, Default)]
+pub struct BusyPoll(Option<Arc<Poller>>);
 
 struct Poller {
     epoll: OwnedFd,
     max: Duration,
+    stats: Stats,
 }
 
-/// Turns busy polling on for the rest of the process, with windows of at
-/// most `max`, and returns whether it is on. A zero `max` leaves it off.
-/// Call before sockets are watched; a later call cannot change `max`.
-pub fn enable(max: Duration) -> std::io::Result<bool> {
-    if !max.is_zero() && POLLER.get().is_none() {
-        let _ = POLLER.set(Poller::new(max)?);
+impl BusyPoll {
+    /// Off: watches nothing and never spins.
+    pub fn off() -> BusyPoll {
+        BusyPoll(None)
     }
-    Ok(POLLER.get().is_some())
-}
 
-/// Adds a socket to the watched set (nothing when busy polling is off).
-pub fn watch(socket: &impl AsFd) {
-    let Some(p) = POLLER.get() else { return };
-    if let Err(e) = p.add(socket.as_fd()) {
-        // ENOSPC (fs.epoll.max_user_watches) or ENOMEM: that socket only
-        // ends no spin; the session works the same.
-        tracing::debug!(error = %e, "busy polling cannot watch a socket");
+    /// Busy polling with windows of at most `max`; off for a zero `max`.
+    pub fn new(max: Duration) -> std::io::Result<BusyPoll> {
+        if max.is_zero() {
+            return Ok(BusyPoll::off());
+        }
+        Ok(BusyPoll(Some(Arc::new(Poller::new(max)?))))
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// How the spins so far have ended (all zero when off).
+    pub fn stats(&self) -> &Stats {
+        static OFF: Stats = Stats::new();
+        self.0.as_ref().map_or(&OFF, |p| &p.stats)
+    }
+
+    /// Adds a socket to the watched set (nothing when busy polling is off).
+    pub fn watch(&self, socket: &impl AsFd) {
+        let Some(p) = &self.0 else { return };
+        if let Err(e) = p.add(socket.as_fd()) {
+            // ENOSPC (fs.epoll.max_user_watches) or ENOMEM: that socket only
+            // ends no spin; the session works the same.
+            tracing::debug!(error = %e, "busy polling cannot watch a socket");
+        }
+    }
+
+    /// Tokio's `on_thread_park` hook: spin for this thread's window.
+    pub fn before_park(&self) {
+        let Some(p) = &self.0 else { return };
+        let window = WINDOW.with(Cell::get);
+        let start = Instant::now();
+        let spin_for = window.spin_for(p.max);
+        if spin_for.is_zero() {
+            SLEPT_AT.with(|s| s.set(Some(start)));
+            return;
+        }
+        match p.spin(start, spin_for) {
+            Spin::Ready => count(&p.stats.ready),
+            Spin::Timeout => {
+                count(&p.stats.timeouts);
+                SLEPT_AT.with(|s| s.set(Some(start)));
+            }
+            // The core is wanted by others: spin less, and do not count the
+            // sleep that follows as one a longer window would have saved.
+            Spin::Contended => {
+                count(&p.stats.contended);
+                WINDOW.with(|w| w.set(window.shrink()));
+            }
+        }
+    }
+
+    /// Tokio's `on_thread_unpark` hook: adapt the window to how long the
+    /// thread was idle.
+    pub fn after_unpark(&self) {
+        let Some(p) = &self.0 else { return };
+        if let Some(at) = SLEPT_AT.with(Cell::take) {
+            let idle = at.elapsed();
+            WINDOW.with(|w| w.set(w.get().after_sleep(idle, p.max)));
+        }
     }
 }
 
@@ -71,41 +125,6 @@ thread_local! {
     static WINDOW: Cell<Window> = const { Cell::new(Window::OFF) };
     /// When this thread went to sleep after a spin that found nothing.
     static SLEPT_AT: Cell<Option<Instant>> = const { Cell::new(None) };
-}
-
-/// Tokio's `on_thread_park` hook: spin for this thread's window.
-pub fn before_park() {
-    let Some(p) = POLLER.get() else { return };
-    let window = WINDOW.with(Cell::get);
-    let start = Instant::now();
-    let spin_for = window.spin_for(p.max);
-    if spin_for.is_zero() {
-        SLEPT_AT.with(|s| s.set(Some(start)));
-        return;
-    }
-    match p.spin(start, spin_for) {
-        Spin::Ready => count(&STATS.ready),
-        Spin::Timeout => {
-            count(&STATS.timeouts);
-            SLEPT_AT.with(|s| s.set(Some(start)));
-        }
-        // The core is wanted by others: spin less, and do not count the
-        // sleep that follows as one a longer window would have saved.
-        Spin::Contended => {
-            count(&STATS.contended);
-            WINDOW.with(|w| w.set(window.shrink()));
-        }
-    }
-}
-
-/// Tokio's `on_thread_unpark` hook: adapt the window to how long the thread
-/// was idle.
-pub fn after_unpark() {
-    let Some(p) = POLLER.get() else { return };
-    if let Some(at) = SLEPT_AT.with(Cell::take) {
-        let idle = at.elapsed();
-        WINDOW.with(|w| w.set(w.get().after_sleep(idle, p.max)));
-    }
 }
 
 /// How a spin ended.
@@ -137,7 +156,11 @@ impl Poller {
         }
         // SAFETY: `fd` was just created and is owned by nothing else.
         let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Poller { epoll, max })
+        Ok(Poller {
+            epoll,
+            max,
+            stats: Stats::new(),
+        })
     }
 
     fn add(&self, socket: BorrowedFd<'_>) -> std::io::Result<()> {

@@ -3,15 +3,33 @@
 
 use std::time::Duration;
 
+pub use super::busy_poll_stats::Stats;
+
 /// Never on here.
-pub fn enable(_max: Duration) -> std::io::Result<bool> {
-    Ok(false)
+#[derive(Clone, Default)]
+pub struct BusyPoll;
+
+impl BusyPoll {
+    pub fn off() -> BusyPoll {
+        BusyPoll
+    }
+
+    pub fn new(_max: Duration) -> std::io::Result<BusyPoll> {
+        Ok(BusyPoll)
+    }
+
+    pub fn is_on(&self) -> bool {
+        false
+    }
+
+    pub fn stats(&self) -> &Stats {
+        static OFF: Stats = Stats::new();
+        &OFF
+    }
+
+    pub fn watch(&self, _socket: &impl std::os::fd::AsFd) {}
+
+    pub fn before_park(&self) {}
+
+    pub fn after_unpark(&self) {}
 }
-
-pub fn watch(_socket: &impl std::os::fd::AsFd) {}
-
-pub fn before_park() {}
-
-pub fn after_unpark() {}
-
-pub use super::busy_poll_stats::{Stats, STATS};

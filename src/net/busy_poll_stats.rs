@@ -14,8 +14,18 @@ pub struct Stats {
     pub contended: AtomicU64,
 }
 
-pub static STATS: Stats = Stats {
-    ready: AtomicU64::new(0),
-    timeouts: AtomicU64::new(0),
-    contended: AtomicU64::new(0),
-};
+impl Stats {
+    pub const fn new() -> Stats {
+        Stats {
+            ready: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            contended: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new()
+    }
+}

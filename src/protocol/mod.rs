@@ -6,8 +6,10 @@
 
 pub mod backend;
 pub mod codec;
+pub mod error;
 pub mod frontend;
 pub mod startup;
 pub mod write;
 
 pub use codec::{Frame, FrameError};
+pub use error::{write_client_error, ClientError, Said, SqlState};

@@ -1,4 +1,5 @@
-//! Messages pgbaton writes itself, as the server side to clients: errors,
+//! Messages pgbaton writes itself, as the server side to clients: errors
+//! (through [`super::error::write_client_error`] only),
 //! authentication, parameter and key data, and simple result sets for the
 //! admin console. Relayed messages are never re-encoded.
 
@@ -42,7 +43,7 @@ impl Severity {
 
 /// An ErrorResponse or NoticeResponse written by pgbaton.
 #[derive(Debug, Clone)]
-pub struct Report<'a> {
+pub(crate) struct Report<'a> {
     pub severity: Severity,
     pub code: &'a str,
     pub message: &'a str,

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::config::Config;
-use crate::net::busy_poll;
+use crate::net::busy_poll::BusyPoll;
 use crate::net::tls::TlsError;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,12 +69,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn bind(config: Config, console: ConsoleFn) -> Result<Proxy, ProxyError> {
+    /// Binds the listener. `busy_poll` is the runtime's (see
+    /// [`runtime::build`]; `BusyPoll::off()` for a runtime without it).
+    pub async fn bind(
+        config: Config,
+        console: ConsoleFn,
+        busy_poll: BusyPoll,
+    ) -> Result<Proxy, ProxyError> {
         let addr = config.listen;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        let shared = Arc::new(Shared::new(config)?);
+        let shared = Arc::new(Shared::new(config, busy_poll)?);
         let shutdown_tx = shared.shutdown_tx.clone();
         Ok(Proxy {
             shared,
@@ -108,7 +114,7 @@ impl Proxy {
         let mut shutdown = self.shutdown_tx.subscribe();
         info!(listen = %self.local_addr(), "pgbaton accepting connections");
         // A new client ends a spin too, so it is accepted without delay.
-        busy_poll::watch(&self.listener);
+        self.shared.env.busy_poll.watch(&self.listener);
         let console: Console = {
             let (shared, serve) = (self.shared.clone(), self.console);
             Arc::new(move |client, shutdown| serve(shared.clone(), client, shutdown))
@@ -131,7 +137,7 @@ impl Proxy {
                             continue;
                         }
                     };
-                    busy_poll::watch(&tcp);
+                    self.shared.env.busy_poll.watch(&tcp);
                     // Taken here, in the order clients came, so the one
                     // that gives way is truly the oldest.
                     let env = &self.shared.env;

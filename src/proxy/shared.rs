@@ -3,6 +3,7 @@
 //! RELOAD and SCALE OUT change the configuration and the routing here.
 
 use crate::config::{Backend, Config};
+use crate::net::busy_poll::BusyPoll;
 use crate::net::tls::TlsError;
 use crate::session::env::Env;
 use std::sync::Arc;
@@ -28,9 +29,9 @@ pub enum ReloadError {
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Result<Shared, TlsError> {
+    pub fn new(config: Config, busy_poll: BusyPoll) -> Result<Shared, TlsError> {
         Ok(Shared {
-            env: Arc::new(Env::new(config, 0)?),
+            env: Arc::new(Env::new(config, 0, busy_poll)?),
             source: Default::default(),
             shutdown_tx: Arc::new(tokio::sync::watch::channel(None).0),
         })

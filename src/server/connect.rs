@@ -4,6 +4,7 @@
 
 use super::ServerError;
 use crate::config::{Backend, ServerTls};
+use crate::net::busy_poll::BusyPoll;
 use crate::net::{tls, Stream};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,8 +17,9 @@ pub async fn connect(
     backend: &Backend,
     tls_connector: Option<&TlsConnector>,
     timeout: Duration,
+    poll: &BusyPoll,
 ) -> Result<Stream, ServerError> {
-    match tokio::time::timeout(timeout, connect_inner(backend, tls_connector)).await {
+    match tokio::time::timeout(timeout, connect_inner(backend, tls_connector, poll)).await {
         Ok(r) => r,
         Err(_) => Err(ServerError::Timeout {
             backend: backend.name.clone(),
@@ -29,6 +31,7 @@ pub async fn connect(
 async fn connect_inner(
     backend: &Backend,
     tls_connector: Option<&TlsConnector>,
+    poll: &BusyPoll,
 ) -> Result<Stream, ServerError> {
     let mut tcp = TcpStream::connect((backend.host.as_str(), backend.port))
         .await
@@ -39,7 +42,7 @@ async fn connect_inner(
         })?;
     // Small protocol messages must not wait for Nagle.
     let _ = tcp.set_nodelay(true);
-    crate::net::busy_poll::watch(&tcp);
+    poll.watch(&tcp);
     let Some(connector) = tls_connector.filter(|_| backend.tls != ServerTls::Disable) else {
         return Ok(Stream::Plain(tcp));
     };
@@ -91,7 +94,8 @@ pub async fn send_cancel(
     pid: i32,
     key: i32,
 ) -> Result<(), ServerError> {
-    let mut stream = connect(backend, tls_connector, timeout).await?;
+    // Short-lived: not worth watching.
+    let mut stream = connect(backend, tls_connector, timeout, &BusyPoll::off()).await?;
     let mut packet = Vec::with_capacity(16);
     packet.extend_from_slice(&16i32.to_be_bytes());
     packet.extend_from_slice(&crate::protocol::startup::CANCEL_REQUEST_CODE.to_be_bytes());

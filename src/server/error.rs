@@ -1,9 +1,9 @@
 //! Why a server connection could not be made, with the SQLSTATE the client
 //! gets for each cause. Every message names the backend.
 
+use crate::protocol::{ClientError, SqlState};
 use bytes::Bytes;
 use thiserror::Error;
-use tokio_postgres::error::SqlState;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -47,16 +47,26 @@ pub enum ServerError {
     Protocol { backend: String, reason: String },
 }
 
+impl ClientError for ServerError {
+    fn sqlstate(&self) -> SqlState {
+        ServerError::sqlstate(self)
+    }
+
+    fn client_message(&self) -> String {
+        format!("pgbaton: {self}")
+    }
+}
+
 impl ServerError {
     /// The SQLSTATE a client sees for this failure.
-    pub fn sqlstate(&self) -> &str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            ServerError::Refused { code, .. } => code,
+            ServerError::Refused { code, .. } => SqlState::from_code(code),
             ServerError::NoPassword { .. }
             | ServerError::UnsupportedAuth { .. }
-            | ServerError::Scram { .. } => SqlState::INVALID_AUTHORIZATION_SPECIFICATION.code(),
-            ServerError::Protocol { .. } => SqlState::PROTOCOL_VIOLATION.code(),
-            _ => SqlState::CONNECTION_FAILURE.code(),
+            | ServerError::Scram { .. } => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            ServerError::Protocol { .. } => SqlState::PROTOCOL_VIOLATION,
+            _ => SqlState::CONNECTION_FAILURE,
         }
     }
 

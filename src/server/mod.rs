@@ -57,8 +57,9 @@ pub async fn connect_server(
     connector: Option<&tokio_rustls::TlsConnector>,
     params: &[crate::protocol::startup::StartupParam],
     user: &str,
+    poll: &crate::net::busy_poll::BusyPoll,
 ) -> Result<ServerConn, ServerError> {
-    let stream = connect(backend, connector, config.connect_timeout).await?;
+    let stream = connect(backend, connector, config.connect_timeout, poll).await?;
     let password = config.user(user).and_then(|u| u.password_for_servers());
     login(
         stream,

@@ -7,10 +7,10 @@ use crate::config::ClientAuth;
 use crate::net::Stream;
 use crate::protocol::codec::{cstr, HEADER_LEN, PG_SMALL_MESSAGE_LIMIT};
 use crate::protocol::write;
+use crate::protocol::{ClientError, SqlState};
 use bytes::BytesMut;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_postgres::error::SqlState;
 
 #[derive(Debug, Error)]
 pub enum ClientAuthError {
@@ -26,15 +26,23 @@ pub enum ClientAuthError {
     Io(#[from] std::io::Error),
 }
 
+impl ClientError for ClientAuthError {
+    fn sqlstate(&self) -> SqlState {
+        ClientAuthError::sqlstate(self)
+    }
+
+    fn severity(&self) -> crate::protocol::write::Severity {
+        crate::protocol::write::Severity::Fatal
+    }
+}
+
 impl ClientAuthError {
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
             ClientAuthError::BadPassword(_) | ClientAuthError::UnknownUser(_) => {
-                SqlState::INVALID_PASSWORD.code()
+                SqlState::INVALID_PASSWORD
             }
-            ClientAuthError::Protocol(_) | ClientAuthError::Io(_) => {
-                SqlState::PROTOCOL_VIOLATION.code()
-            }
+            ClientAuthError::Protocol(_) | ClientAuthError::Io(_) => SqlState::PROTOCOL_VIOLATION,
         }
     }
 

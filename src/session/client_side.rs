@@ -5,9 +5,9 @@
 use super::budget::{Charge, FREE_PER_SESSION};
 use super::relay::{Relay, RelayEnd};
 use crate::net::{Inbox, Outbox, Stream, READ_CHUNK};
+use crate::protocol::SqlState;
 use bytes::BytesMut;
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio_postgres::error::SqlState;
 
 pub(crate) struct ClientSide {
     pub(crate) r: ReadHalf<Stream>,
@@ -127,11 +127,7 @@ impl Relay {
             limit = e.limit,
             "client memory budget spent; closing the session"
         );
-        self.close_with_fatal(
-            SqlState::OUT_OF_MEMORY.code(),
-            &message,
-            RelayEnd::OverBudget,
-        );
+        self.close_with_fatal(SqlState::OUT_OF_MEMORY, &message, RelayEnd::OverBudget);
         false
     }
 }

@@ -9,10 +9,10 @@ use crate::migration::{MoveError, MoveOutcome, MoveRequest, OnTimeout, Origin};
 use crate::protocol::backend::TxStatus;
 use crate::protocol::codec::HEADER_LEN;
 use crate::protocol::frontend::{parse_body, query_text, FrontendTag};
-use crate::protocol::write::{self, Report, Severity};
+use crate::protocol::write;
+use crate::protocol::{Said, SqlState};
 use crate::sql::{parse_command, Command};
 use bytes::BytesMut;
-use tokio_postgres::error::SqlState;
 
 /// The SQL of a held message: a Query's text or a Parse's query.
 fn command_text(msg: &[u8]) -> &[u8] {
@@ -56,11 +56,10 @@ impl Relay {
     /// Refuses the held command: for a Query, ErrorResponse and
     /// ReadyForQuery; for a Parse, ErrorResponse now and the rest of the
     /// client's batch dropped up to its Sync, which gets the ReadyForQuery.
-    fn reply_error(&mut self, code: &str, message: &str) {
+    fn reply_error(&mut self, code: SqlState, message: &str) {
         let parse = self.held_is_parse();
         self.held = Held::Answered;
-        let mut out = BytesMut::new();
-        Report::new(Severity::Error, code, message).write(&mut out);
+        let mut out = Said::error(code, message).to_bytes();
         if parse {
             self.discard_until_sync = true;
         } else {
@@ -74,17 +73,11 @@ impl Relay {
     }
 
     fn reply_notice(&mut self, message: &str) {
-        self.reply_report(
-            Severity::Notice,
-            SqlState::SUCCESSFUL_COMPLETION.code(),
-            message,
-        );
+        self.reply_said(&Said::notice(message));
     }
 
-    fn reply_report(&mut self, severity: Severity, code: &str, message: &str) {
-        let mut out = BytesMut::new();
-        Report::new(severity, code, message).write(&mut out);
-        self.client.outbox.push(out.freeze());
+    fn reply_said(&mut self, said: &Said) {
+        self.client.outbox.push(said.to_bytes().freeze());
     }
 
     fn reply_done(&mut self, tag: &str) {
@@ -121,7 +114,7 @@ impl Relay {
         let text = command_text(&msg);
         let parsed = match parse_command(text) {
             None => return self.forward_held(),
-            Some(Err(e)) => return self.reply_error(SqlState::SYNTAX_ERROR.code(), &e.to_string()),
+            Some(Err(e)) => return self.reply_error(SqlState::SYNTAX_ERROR, &e.to_string()),
             Some(Ok(c)) => c,
         };
         let Command::Migrate {
@@ -135,13 +128,13 @@ impl Relay {
         if let Some(from) = from {
             if !config.is_admin(&ctx.user) {
                 return self.reply_error(
-                    SqlState::INSUFFICIENT_PRIVILEGE.code(),
+                    SqlState::INSUFFICIENT_PRIVILEGE,
                     "pgbaton: moving every session of a backend (from=) needs an admin user",
                 );
             }
             if dry_run {
                 return self.reply_error(
-                    SqlState::FEATURE_NOT_SUPPORTED.code(),
+                    SqlState::FEATURE_NOT_SUPPORTED,
                     "pgbaton: dry_run applies to this session only; it does not combine with from=",
                 );
             }
@@ -213,7 +206,7 @@ impl Relay {
                 let moved = match &result {
                     Ok(o) => {
                         if let Some(w) = &o.warning {
-                            self.reply_report(Severity::Warning, "01000", w);
+                            self.reply_said(&Said::warning(w.as_str()));
                         }
                         self.reply_notice(&o.notice());
                         Some(!o.dry_run)

@@ -12,6 +12,7 @@ use crate::auth::scram::StoredSecret;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::migration::moves::{MoveEnv, Moves};
+use crate::net::busy_poll::BusyPoll;
 use crate::net::tls::{self, TlsError};
 use crate::routing::{Routing, RoutingTable};
 use crate::server::Connectors;
@@ -88,12 +89,14 @@ pub struct Env {
     pub stats: Stats,
     pub ids: SessionIds,
     pub moves: Arc<Moves>,
+    /// The runtime's busy polling: every socket a session opens is watched.
+    pub busy_poll: BusyPoll,
 }
 
 impl Env {
     /// The environment of a proxy that is node `node` of its fleet (0 when
     /// it runs alone).
-    pub fn new(config: Config, node: u16) -> Result<Env, TlsError> {
+    pub fn new(config: Config, node: u16, busy_poll: BusyPoll) -> Result<Env, TlsError> {
         let tls_acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let connectors = Arc::new(Connectors::new(&config.backends)?);
         let secrets: HashMap<String, StoredSecret> = config
@@ -125,6 +128,7 @@ impl Env {
             stats: Stats::default(),
             ids: SessionIds::new(node),
             moves: Arc::new(Moves::default()),
+            busy_poll,
         })
     }
 
@@ -152,6 +156,7 @@ impl Env {
             config: self.config(),
             connectors: self.connectors.clone(),
             moves: self.moves.clone(),
+            busy_poll: self.busy_poll.clone(),
         }
     }
 }

@@ -26,7 +26,8 @@ use crate::cancel::CancelTarget;
 use crate::config::ADMIN_DATABASE;
 use crate::net::Stream;
 use crate::protocol::startup::{self, StartupParam, PROTOCOL_3_0};
-use crate::protocol::write::{self, Report, Severity};
+use crate::protocol::write;
+use crate::protocol::{ClientError, Said, SqlState};
 use crate::server::{self, ServerError, ServerSide};
 use admission::{ClientSlot, StartupTicket};
 use bytes::BytesMut;
@@ -43,7 +44,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_postgres::error::SqlState;
 use tracing::{debug, info, warn, Instrument};
 
 /// How long a client may take from connect to authenticated, like Postgres'
@@ -176,7 +176,7 @@ async fn open(
             );
             fatal(
                 &mut started.stream,
-                SqlState::TOO_MANY_CONNECTIONS.code(),
+                SqlState::TOO_MANY_CONNECTIONS,
                 full.message(),
             )
             .await;
@@ -224,9 +224,9 @@ async fn start(env: &Arc<Env>, tcp: TcpStream) -> Option<Started> {
             if let (Some(mut s), HandshakeError::Startup(err), false) = (stream, &e, silent) {
                 let code = match err {
                     startup::StartupError::UnsupportedVersion { .. } => {
-                        SqlState::FEATURE_NOT_SUPPORTED.code()
+                        SqlState::FEATURE_NOT_SUPPORTED
                     }
-                    _ => SqlState::PROTOCOL_VIOLATION.code(),
+                    _ => SqlState::PROTOCOL_VIOLATION,
                 };
                 fatal(&mut s, code, &err.to_string()).await;
             }
@@ -242,7 +242,7 @@ async fn start(env: &Arc<Env>, tcp: TcpStream) -> Option<Started> {
     else {
         fatal(
             &mut stream,
-            SqlState::INVALID_AUTHORIZATION_SPECIFICATION.code(),
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
             "no PostgreSQL user name specified in startup packet",
         )
         .await;
@@ -258,7 +258,7 @@ async fn start(env: &Arc<Env>, tcp: TcpStream) -> Option<Started> {
     if startup::is_replication(&params) {
         fatal(
             &mut stream,
-            SqlState::FEATURE_NOT_SUPPORTED.code(),
+            SqlState::FEATURE_NOT_SUPPORTED,
             "pgbaton does not proxy replication connections; connect to the server directly",
         )
         .await;
@@ -275,7 +275,7 @@ async fn start(env: &Arc<Env>, tcp: TcpStream) -> Option<Started> {
     if let Err(e) = client_auth::authenticate(&mut stream, env, config.auth, &user, &mut out).await
     {
         warn!(error = %e, detail = e.detail(), "client authentication failed");
-        fatal(&mut stream, e.sqlstate(), &e.to_string()).await;
+        fatal(&mut stream, e.sqlstate(), &e.client_message()).await;
         return None;
     }
     Some(Started {
@@ -304,7 +304,7 @@ async fn login(env: &Arc<Env>, started: Started) -> Option<Opened> {
             let _ = stream.write_all(&out).await;
             fatal(
                 &mut stream,
-                SqlState::INSUFFICIENT_PRIVILEGE.code(),
+                SqlState::INSUFFICIENT_PRIVILEGE,
                 &format!(
                     "user \"{user}\" may not use the pgbaton admin console (see --admin-user)"
                 ),
@@ -318,7 +318,14 @@ async fn login(env: &Arc<Env>, started: Started) -> Option<Opened> {
     let backend = env.routing.current().default_backend().clone();
     span.record("backend", backend.name.as_str());
     let connector = env.connectors.get(&backend.name);
-    let connecting = server::connect_server(&config, &backend, connector.as_ref(), &params, &user);
+    let connecting = server::connect_server(
+        &config,
+        &backend,
+        connector.as_ref(),
+        &params,
+        &user,
+        &env.busy_poll,
+    );
     let server = match connecting.await {
         Ok(s) => {
             env.connectors.note_reachable(&backend.name, true);
@@ -335,7 +342,7 @@ async fn login(env: &Arc<Env>, started: Started) -> Option<Opened> {
                     let _ = stream.write_all(raw).await;
                     let _ = stream.flush().await;
                 }
-                None => fatal(&mut stream, e.sqlstate(), &format!("pgbaton: {e}")).await,
+                None => fatal(&mut stream, e.sqlstate(), &e.client_message()).await,
             }
             return None;
         }
@@ -469,9 +476,8 @@ async fn forward_cancel(env: &Env, pid: i32, key: i32) {
 }
 
 /// Sends a FATAL ErrorResponse written by pgbaton, best effort.
-pub async fn fatal(stream: &mut Stream, code: &str, message: &str) {
-    let mut out = BytesMut::new();
-    Report::new(Severity::Fatal, code, message).write(&mut out);
+pub async fn fatal(stream: &mut Stream, code: SqlState, message: &str) {
+    let out = Said::fatal(code, message).to_bytes();
     let _ = stream.write_all(&out).await;
     let _ = stream.flush().await;
     let _ = stream.shutdown().await;

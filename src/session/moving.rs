@@ -243,7 +243,7 @@ impl Relay {
         self.move_event(Event::Deadline { not_safe });
         if disconnect {
             self.close_with_fatal(
-                tokio_postgres::error::SqlState::ADMIN_SHUTDOWN.code(),
+                crate::protocol::SqlState::ADMIN_SHUTDOWN,
                 "terminating connection because its server is being drained and the session could not move",
                 RelayEnd::Shutdown,
             );

@@ -20,18 +20,16 @@ use crate::ledger::Ledger;
 use crate::migration::stage::{next_event, MoveState};
 use crate::net::{Outbox, Stream};
 use crate::protocol::codec::FrameError;
-use crate::protocol::write::{Report, Severity};
+use crate::protocol::{Said, SqlState};
 use crate::server::check::CheckError;
 use crate::server::ServerSide;
 use bytes::Bytes;
-use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::sync::watch;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_postgres::error::SqlState;
 
 /// Stop reading a side while this much is queued for the other.
 const HIGH_WATER: usize = 1 << 20;
@@ -342,7 +340,7 @@ impl Relay {
                 let fatal_forwarded = self.flow.fatal_forwarded;
                 if !fatal_forwarded {
                     self.report(
-                        SqlState::CONNECTION_FAILURE.code(),
+                        SqlState::CONNECTION_FAILURE,
                         "pgbaton: the server closed the connection unexpectedly",
                     );
                 }
@@ -391,7 +389,7 @@ impl Relay {
         }
         if self.flow.phase == Phase::Running && self.flow.drain_deadline.is_some_and(|d| now >= d) {
             self.close_with_fatal(
-                SqlState::ADMIN_SHUTDOWN.code(),
+                SqlState::ADMIN_SHUTDOWN,
                 "terminating connection because pgbaton is shutting down (shutdown_timeout reached)",
                 RelayEnd::Shutdown,
             );
@@ -407,7 +405,7 @@ impl Relay {
     }
 
     /// Closes with a FATAL for the client and a Terminate for the server.
-    pub(crate) fn close_with_fatal(&mut self, code: &str, message: &str, end: RelayEnd) {
+    pub(crate) fn close_with_fatal(&mut self, code: SqlState, message: &str, end: RelayEnd) {
         self.report(code, message);
         if self.flow.server_open {
             self.server.outbox.push(Bytes::from_static(TERMINATE));
@@ -417,7 +415,7 @@ impl Relay {
 
     /// The server connection can no longer be trusted: tell the client why.
     pub(crate) fn lose_server(&mut self, message: &str, end: RelayEnd) {
-        self.report(SqlState::CONNECTION_FAILURE.code(), message);
+        self.report(SqlState::CONNECTION_FAILURE, message);
         self.flow.server_open = false;
         self.close(end);
     }
@@ -433,7 +431,7 @@ impl Relay {
             Err(e) => {
                 let msg = e.to_string();
                 self.close_with_fatal(
-                    SqlState::PROTOCOL_VIOLATION.code(),
+                    SqlState::PROTOCOL_VIOLATION,
                     &msg,
                     RelayEnd::ClientProtocolError(msg.clone()),
                 );
@@ -442,14 +440,13 @@ impl Relay {
     }
 
     /// Queues a FATAL ErrorResponse written by pgbaton for the client.
-    pub(crate) fn report(&mut self, code: &str, message: &str) {
+    pub(crate) fn report(&mut self, code: SqlState, message: &str) {
         if self.server.inbox.streaming > 0 {
             // Mid-message: anything inserted now would corrupt the framing
             // the client sees; closing the socket says enough.
             return;
         }
-        let mut out = BytesMut::new();
-        Report::new(Severity::Fatal, code, message).write(&mut out);
+        let out = Said::fatal(code, message).to_bytes();
         self.client.outbox.push(out.freeze());
     }
 }

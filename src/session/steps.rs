@@ -4,7 +4,7 @@
 //! moment it is safe, so no client byte is lost or reordered.
 
 use super::relay::{Held, Phase, Relay, RelayEnd};
-use tokio_postgres::error::SqlState;
+use crate::protocol::SqlState;
 
 impl Relay {
     /// Whether any step may have work: checked on every turn of the loop, so
@@ -55,7 +55,7 @@ impl Relay {
             && self.server.owed == 0
         {
             self.close_with_fatal(
-                SqlState::ADMIN_SHUTDOWN.code(),
+                SqlState::ADMIN_SHUTDOWN,
                 "terminating connection because pgbaton is shutting down",
                 RelayEnd::Shutdown,
             );

@@ -201,15 +201,10 @@ async fn show_sessions_lists_each_session_with_its_ledger_counts() {
 
     // A session that ends leaves the list.
     drop(a);
-    let mut left = false;
-    for _ in 0..200 {
-        if show(&admin, "SHOW SESSIONS").await.rows.len() == 1 {
-            left = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert!(left, "the ended session is still listed");
+    crate::harness::wait_for("the ended session to leave the list", || async {
+        show(&admin, "SHOW SESSIONS").await.rows.len() == 1
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +386,7 @@ async fn show_sessions_shows_the_application_name_the_session_set() {
     let servers = crate::harness::start_servers(1).await;
     let proxy = crate::harness::TestProxy::start(crate::harness::TestProxy::config(
         &[&servers[0]],
-        crate::migrate::ADMIN,
+        crate::harness::ADMIN,
     ))
     .await;
     let client = proxy
@@ -400,11 +395,11 @@ async fn show_sessions_shows_the_application_name_the_session_set() {
     let console = proxy.connect("postgres", "pgbaton").await;
     let app_of = |rows: Vec<std::collections::HashMap<String, Option<String>>>| {
         rows.iter()
-            .filter(|r| crate::migrate::col(r, "database") == Some("postgres"))
-            .map(|r| crate::migrate::col(r, "application_name").map(str::to_string))
+            .filter(|r| crate::harness::col(r, "database") == Some("postgres"))
+            .map(|r| crate::harness::col(r, "application_name").map(str::to_string))
             .collect::<Vec<_>>()
     };
-    let rows = crate::migrate::admin(&console, "SHOW SESSIONS")
+    let rows = crate::harness::admin(&console, "SHOW SESSIONS")
         .await
         .unwrap();
     assert_eq!(app_of(rows), vec![Some("at-startup".to_string())]);
@@ -413,7 +408,7 @@ async fn show_sessions_shows_the_application_name_the_session_set() {
         .await
         .unwrap();
     // As pg_stat_activity does: the value now, not the startup packet's.
-    let rows = crate::migrate::admin(&console, "SHOW SESSIONS")
+    let rows = crate::harness::admin(&console, "SHOW SESSIONS")
         .await
         .unwrap();
     assert_eq!(app_of(rows), vec![Some("set-later".to_string())]);
@@ -422,7 +417,7 @@ async fn show_sessions_shows_the_application_name_the_session_set() {
         .batch_execute("BEGIN; SET application_name = 'rolled-back'; ROLLBACK")
         .await
         .unwrap();
-    let rows = crate::migrate::admin(&console, "SHOW SESSIONS")
+    let rows = crate::harness::admin(&console, "SHOW SESSIONS")
         .await
         .unwrap();
     assert_eq!(app_of(rows), vec![Some("set-later".to_string())]);

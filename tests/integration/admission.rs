@@ -35,7 +35,7 @@ async fn silent_sockets_do_not_take_client_slots() {
     drop(clients.pop());
     // A slot given back is a slot for the next one (the session ends
     // asynchronously once its client has gone, so retry until it has).
-    crate::migrate::wait_for("a free slot", || async {
+    crate::harness::wait_for("a free slot", || async {
         proxy
             .try_connect(&proxy.conn_str("postgres", "postgres"))
             .await

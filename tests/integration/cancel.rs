@@ -2,11 +2,10 @@
 //! wrong keys do nothing.
 
 use crate::harness::{sqlstate, start_servers, Raw, TestProxy};
-use std::time::Duration;
 
 async fn wait_until_active(server: &crate::harness::TestServer, app: &str) {
     let direct = server.connect_direct("postgres").await;
-    for _ in 0..400 {
+    crate::harness::wait_for(&format!("the query of {app} to be active"), || async {
         let n: i64 = direct
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE '%pg_sleep%'",
@@ -15,12 +14,9 @@ async fn wait_until_active(server: &crate::harness::TestServer, app: &str) {
             .await
             .unwrap()
             .get(0);
-        if n > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the query of {app} never became active");
+        n > 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

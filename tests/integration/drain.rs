@@ -3,9 +3,8 @@
 //! target runs the configured hook and moves everyone to the server it names.
 
 use crate::harness::{must_fail, sqlstate, start_servers, TestProxy, TestServer};
-use crate::migrate::{wait_for, where_is};
+use crate::harness::{wait_for, where_is};
 use pgbaton::config::{Config, Overrides};
-use std::time::Duration;
 
 fn config_text(servers: &[&TestServer], draining: Option<usize>, extra: &str) -> String {
     let mut text = format!("auth = \"trust\"\nadmin_users = [\"postgres\"]\n{extra}\n");
@@ -87,15 +86,10 @@ async fn reload_drains_a_backend_and_disconnects_the_pinned_when_told() {
     }
     // The session that stayed in its transaction is closed with 57P01 once
     // migration_wait is over (drain_on_timeout = "disconnect").
-    let mut closed = false;
-    for _ in 0..400 {
-        if stuck.is_closed() {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(closed, "the pinned session was not disconnected");
+    wait_for("the pinned session to be disconnected", || async {
+        stuck.is_closed()
+    })
+    .await;
     let e = must_fail(
         stuck.simple_query("SELECT 1").await,
         "the drained session is closed",

@@ -1,11 +1,11 @@
 //! Dry runs answer "no, because" as an answer, not an error; a request that
 //! names no backend is told so even while the session is moving.
 
-use crate::harness::{must_fail, sqlstate, start_servers};
-use crate::migrate::{
+use crate::harness::{
     admin, col, connect_watched, entry, foreign_proxy, next_notice, request, tag_count, wait_for,
     ADMIN,
 };
+use crate::harness::{must_fail, sqlstate, start_servers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_that_would_fail_says_why_with_migrate_0() {

@@ -3,8 +3,8 @@
 //! use, answering the error the old server would have given while the
 //! table is missing, and working again once it is back.
 
+use crate::harness::{entry, foreign_proxy, on_all, one, rows, tag_count, where_is};
 use crate::harness::{must_fail, sqlstate, start_servers, Raw};
-use crate::migrate::{entry, foreign_proxy, on_all, one, rows, tag_count, where_is};
 use tokio_postgres::SimpleQueryMessage;
 
 /// `sql` fails with `code` (tokio-postgres reports a simple query's first

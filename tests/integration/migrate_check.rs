@@ -8,8 +8,8 @@
 //! shows (a statement prepared again under its old name and types).
 
 use crate::harness::raw::Msg;
+use crate::harness::{foreign_proxy, on_all, one, request, tag_count, where_is};
 use crate::harness::{start_servers, start_servers_with, Raw};
-use crate::migrate::{foreign_proxy, on_all, one, request, tag_count, where_is};
 use crate::migrate_failures::prestaged_on;
 use crate::migrate_turns::identity_of;
 use pgbaton::localpg::LocalPgOptions;
@@ -108,7 +108,7 @@ async fn a_statement_prepared_again_while_the_move_waits_arrives_as_it_is_now() 
         .await
         .unwrap();
     // The move pre-stages s1 as it is now, then waits for the transaction.
-    let entry = crate::migrate::entry(&proxy, "reprepared").await;
+    let entry = crate::harness::entry(&proxy, "reprepared").await;
     let mover = tokio::spawn(async move { entry.migrate(request("pg2")).await });
     let direct2 = s2.connect_direct("postgres").await;
     prestaged_on(&direct2, "reprepared").await;

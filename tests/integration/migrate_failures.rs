@@ -6,10 +6,10 @@
 //! sent ran exactly once.
 
 use crate::harness::faulty::FaultyRelay;
-use crate::harness::{must_fail, sqlstate, start_servers, start_servers_with, Raw, TestProxy};
-use crate::migrate::{
+use crate::harness::{
     err_text, foreign_config, on_all, one, request, tag_count, wait_for, where_is,
 };
+use crate::harness::{must_fail, sqlstate, start_servers, start_servers_with, Raw, TestProxy};
 use pgbaton::localpg::{HostAuth, LocalPgOptions};
 use pgbaton::migration::MoveError;
 use std::time::Duration;
@@ -282,7 +282,7 @@ async fn target_dies_while_the_move_waits_for_a_safe_point() {
         .batch_execute("BEGIN; EXECUTE bump(1)")
         .await
         .unwrap();
-    let entry = crate::migrate::entry(&proxy, "waiting").await;
+    let entry = crate::harness::entry(&proxy, "waiting").await;
     let mover = tokio::spawn(async move { entry.migrate(request("pg2")).await });
     prestaged_on(&direct2, "waiting").await;
     // The target connection breaks while the move waits.
@@ -439,7 +439,7 @@ async fn source_dies_while_the_move_waits() {
     )
     .await;
     raw.query("BEGIN; INSERT INTO hits VALUES (1)").await;
-    let entry = crate::migrate::entry(&proxy, "killed").await;
+    let entry = crate::harness::entry(&proxy, "killed").await;
     let pid = entry.live().backend_pid;
     let mover = tokio::spawn(async move { entry.migrate(request("pg2")).await });
     prestaged_on(&direct2, "killed").await;
@@ -476,7 +476,7 @@ async fn source_dies_while_the_move_waits() {
         .batch_execute("INSERT INTO hits VALUES (2); BEGIN; INSERT INTO hits VALUES (3)")
         .await
         .unwrap();
-    let entry = crate::migrate::entry(&proxy, "stopped").await;
+    let entry = crate::harness::entry(&proxy, "stopped").await;
     let mover = tokio::spawn(async move { entry.migrate(request("pg2")).await });
     prestaged_on(&direct2, "stopped").await;
     drop(direct1);

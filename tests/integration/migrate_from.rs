@@ -2,8 +2,8 @@
 //! sessions): answered exactly once, the statement after it run, and the
 //! forms that cannot mean anything refused.
 
+use crate::harness::{connect_watched, foreign_proxy, rows, wait_for, where_is, ADMIN};
 use crate::harness::{must_fail, sqlstate, start_servers};
-use crate::migrate::{connect_watched, foreign_proxy, rows, wait_for, where_is, ADMIN};
 use std::time::Duration;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -40,7 +40,7 @@ async fn from_moves_a_backends_sessions_and_answers_once() {
             .len(),
         1
     );
-    let notice = crate::migrate::next_notice(&mut notices).await;
+    let notice = crate::harness::next_notice(&mut notices).await;
     assert!(notice.contains("from pg1 to pg2"), "{notice}");
     wait_for("the other session to reach pg2", || {
         let other = &other;

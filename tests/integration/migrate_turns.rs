@@ -2,8 +2,8 @@
 //! pre-staging's login), but a target that takes its time to log in must
 //! not hold up moves to other servers.
 
+use crate::harness::{entry, foreign_config, one, request, tag_count, where_is};
 use crate::harness::{start_servers, TestProxy, TestServer};
-use crate::migrate::{entry, foreign_config, one, request, tag_count, where_is};
 use pgbaton::migration::identity::Identity;
 use std::time::Duration;
 
@@ -136,7 +136,7 @@ async fn a_queued_cutover_keeps_its_place_while_its_session_is_busy() {
     let (s1, s2) = (&servers[0], &servers[1]);
     let proxy = TestProxy::start(foreign_config(&[s1, s2], "")).await;
     let (first, mut first_rx) =
-        crate::migrate::connect_watched(&proxy, "postgres", "postgres", "first").await;
+        crate::harness::connect_watched(&proxy, "postgres", "postgres", "first").await;
     first.batch_execute("LISTEN wake").await.unwrap();
     let second = proxy.connect_app("postgres", "postgres", "second").await;
     let (a, b) = (entry(&proxy, "first").await, entry(&proxy, "second").await);
@@ -160,12 +160,12 @@ async fn a_queued_cutover_keeps_its_place_while_its_session_is_busy() {
         let r = ea.migrate(request("pg2")).await;
         let _ = tx.send(("first", r.is_ok()));
     });
-    crate::migrate::wait_for("the first move queued", || queued(a.clone())).await;
+    crate::harness::wait_for("the first move queued", || queued(a.clone())).await;
     tokio::spawn(async move {
         let r = eb.migrate(request("pg2")).await;
         let _ = done_tx.send(("second", r.is_ok()));
     });
-    crate::migrate::wait_for("the second move queued", || queued(b.clone())).await;
+    crate::harness::wait_for("the second move queued", || queued(b.clone())).await;
 
     // The first session's loop turns while it waits: notifications arrive.
     let direct = s1.connect_direct("postgres").await;

@@ -1,8 +1,8 @@
 //! The pid a client learns: the real pid of its first server backend, and
 //! after a move the notifications of its current backend still carry it.
 
+use crate::harness::foreign_proxy;
 use crate::harness::{start_servers, Raw};
-use crate::migrate::foreign_proxy;
 
 fn notifier(msgs: &[crate::harness::Msg]) -> i32 {
     let a = msgs.iter().find(|m| m.tag == b'A').expect("a notification");

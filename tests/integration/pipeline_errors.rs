@@ -5,9 +5,9 @@
 //! cannot know, a move reads the server's state in full.
 
 use crate::harness::raw::build;
+use crate::harness::{admin, col, entry, foreign_proxy, request, ADMIN};
 use crate::harness::{start_servers, Raw};
 use crate::ledger::ledger_rows;
-use crate::migrate::{admin, col, entry, foreign_proxy, request, ADMIN};
 use bytes::BytesMut;
 use pgbaton::session::registry::SessionEntry;
 

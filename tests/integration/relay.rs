@@ -294,9 +294,8 @@ async fn terminate_closes_the_server_connection() {
     assert!(raw.until_closed().await.is_empty());
     // The server process goes away: Postgres exits the backend on Terminate.
     let direct = servers[0].connect_direct("postgres").await;
-    let mut remaining = i64::MAX;
-    for _ in 0..200 {
-        remaining = direct
+    crate::harness::wait_for("the server process to exit", || async {
+        let remaining: i64 = direct
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'to-terminate'",
                 &[],
@@ -304,12 +303,9 @@ async fn terminate_closes_the_server_connection() {
             .await
             .unwrap()
             .get(0);
-        if remaining == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(remaining, 0);
+        remaining == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,8 @@
 //! a SCALE OUT changes the default is labelled with the server it is on.
 
 use crate::harness::faulty::FaultyRelay;
+use crate::harness::{admin, col, wait_for, where_is, ADMIN};
 use crate::harness::{start_servers, TestProxy, TestServer};
-use crate::migrate::{admin, col, wait_for, where_is, ADMIN};
 use pgbaton::config::{Config, Overrides};
 
 fn backend_toml(name: &str, host: &str, port: u16) -> String {

@@ -49,7 +49,7 @@ async fn count_rows(server: &TestServer, table: &str) -> i64 {
 /// application_name is left.
 async fn wait_backend_gone(server: &TestServer, app: &str) {
     let direct = server.connect_direct("postgres").await;
-    for _ in 0..400 {
+    crate::harness::wait_for(&format!("the server process of {app} to exit"), || async {
         let n: i64 = direct
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
@@ -58,12 +58,9 @@ async fn wait_backend_gone(server: &TestServer, app: &str) {
             .await
             .unwrap()
             .get(0);
-        if n == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the server process of {app} is still there");
+        n == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,21 +193,13 @@ async fn new_connections_are_refused_and_the_proxy_ends_after_its_sessions() {
 
     // The listener closes as the accept loop notices; poll for it (a
     // connection that raced the close is accepted and dropped, or reset).
-    let mut last = None;
-    for _ in 0..400 {
-        match tokio::net::TcpStream::connect(proxy.addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                last = None;
-                break;
-            }
-            other => last = Some(other.map(|_| ())),
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(
-        last.is_none(),
-        "pgbaton still accepts connections after shutdown: {last:?}"
-    );
+    crate::harness::wait_for("pgbaton to refuse connections after shutdown", || async {
+        matches!(
+            tokio::net::TcpStream::connect(proxy.addr).await,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+        )
+    })
+    .await;
     let e = must_fail(
         proxy
             .try_connect(&proxy.conn_str("postgres", "postgres"))
@@ -246,6 +235,7 @@ async fn a_shutdown_requested_before_the_proxy_runs_still_stops_it() {
     let proxy = pgbaton::proxy::Proxy::bind(
         TestProxy::config(&[&servers[0]], ""),
         pgbaton::admin::console,
+        pgbaton::net::busy_poll::BusyPoll::off(),
     )
     .await
     .unwrap();

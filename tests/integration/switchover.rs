@@ -4,10 +4,10 @@
 //! pgbaton, the standby catches up and is promoted, `SCALE OUT TO pg2` moves
 //! everyone, and every client goes on with the same data on the new primary.
 
-use crate::harness::{start_servers, TestProxy, TestServer};
-use crate::migrate::{
+use crate::harness::{
     admin, col, connect_watched, drain, entry, one, rows, wait_for, where_is, ADMIN,
 };
+use crate::harness::{start_servers, TestProxy, TestServer};
 use bytes::BytesMut;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -409,7 +409,7 @@ async fn the_readme_switchover_loses_nothing_and_a_hasty_one_is_warned() {
     let (hasty, mut notes) = connect_watched(&proxy, "postgres", "postgres", "hasty").await;
     assert_eq!(where_is(&hasty).await.1, standby.port());
     assert_eq!(
-        crate::migrate::tag_count(&hasty, "/* pgbaton: migrate to=pg1 */;").await,
+        crate::harness::tag_count(&hasty, "/* pgbaton: migrate to=pg1 */;").await,
         1,
         "the move is done"
     );

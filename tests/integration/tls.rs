@@ -8,7 +8,6 @@ use crate::harness::{must_fail, sqlstate, start_servers_with, TestProxy, TestSer
 use pgbaton::config::ServerTls;
 use pgbaton::localpg::LocalPgOptions;
 use std::process::Output;
-use std::time::Duration;
 
 /// Runs psql against `conninfo`: no psqlrc, never a password prompt.
 async fn psql(conninfo: &str, args: &[&str]) -> Output {
@@ -144,8 +143,7 @@ async fn tls_server() -> (TestServer, TestCerts) {
         "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=require",
         server.port()
     );
-    let mut last = None;
-    for _ in 0..400 {
+    crate::harness::wait_for("the server to accept TLS after pg_reload_conf", || async {
         let o = psql(
             &conninfo,
             &[
@@ -155,16 +153,10 @@ async fn tls_server() -> (TestServer, TestCerts) {
             ],
         )
         .await;
-        if o.status.success() && stdout(&o).trim() == "t" {
-            return (server, certs);
-        }
-        last = Some(o);
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "the server never accepted TLS after pg_reload_conf: {}",
-        show(&last.unwrap())
-    );
+        o.status.success() && stdout(&o).trim() == "t"
+    })
+    .await;
+    (server, certs)
 }
 
 /// Whether pgbaton's connection to the server is encrypted, as the server

@@ -6,11 +6,13 @@
 
 pub mod certs;
 pub mod faulty;
+pub mod helpers;
 pub mod programs;
 pub mod proxy;
 pub mod raw;
 pub mod servers;
 
+pub use helpers::*;
 pub use proxy::TestProxy;
 pub use raw::{Msg, Raw};
 pub use servers::{start_servers, start_servers_with, TestServer};

@@ -40,9 +40,13 @@ impl TestProxy {
 
     pub async fn start(config: Config) -> TestProxy {
         super::init_tracing();
-        let proxy = Proxy::bind(config, pgbaton::admin::console)
-            .await
-            .expect("proxy binds");
+        let proxy = Proxy::bind(
+            config,
+            pgbaton::admin::console,
+            pgbaton::net::busy_poll::BusyPoll::off(),
+        )
+        .await
+        .expect("proxy binds");
         let addr = proxy.local_addr();
         let handle = proxy.handle();
         let shared = proxy.shared();
