@@ -11,6 +11,7 @@ use crate::sql::Discard;
 
 impl Ledger {
     pub fn on_backend(&mut self, tag: BackendTag, body: &[u8]) {
+        self.replies.protocol.on_backend(tag, body);
         match tag {
             BackendTag::ParseComplete => self.on_parse_complete(),
             BackendTag::BindComplete => self.expect(|e| matches!(e, Expect::Bind)),
@@ -149,16 +150,12 @@ impl Ledger {
                     if matches!(front, Expect::Sync | Expect::LazySync) {
                         break;
                     }
-                    match self.replies.queue.pop_front() {
-                        Some(Expect::ParseUnnamed) => {
-                            if let Some((buf, _)) = self.unnamed_pending.pop_front() {
-                                self.spare.push(buf);
-                            }
+                    // A skipped request gets no ReadyForQuery: leaving the
+                    // queue, it leaves the requests in flight.
+                    if let Some(Expect::ParseUnnamed) = self.replies.queue.pop_front() {
+                        if let Some((buf, _)) = self.unnamed_pending.pop_front() {
+                            self.spare.push(buf);
                         }
-                        Some(Expect::Query { .. } | Expect::FunctionCall) => {
-                            self.replies.skipped_requests += 1;
-                        }
-                        _ => {}
                     }
                 }
                 // Its Sync is not sent yet: what comes before it is

@@ -20,6 +20,7 @@ mod answers;
 mod blocker;
 pub mod change;
 pub mod check;
+pub mod in_flight;
 pub mod lazy;
 pub mod replies;
 pub mod vars;

@@ -66,18 +66,76 @@ pub enum Fate {
     Replace(String),
 }
 
+/// The expected replies, in order, counting the requests among them
+/// (what [`super::in_flight::InFlight`] reports).
+#[derive(Debug, Default)]
+pub(crate) struct Expected {
+    items: VecDeque<Expect>,
+    requests: u32,
+}
+
+impl Expected {
+    fn is_request(e: &Expect) -> bool {
+        matches!(
+            e,
+            Expect::Query { .. } | Expect::Sync | Expect::FunctionCall
+        )
+    }
+
+    pub(crate) fn push_back(&mut self, e: Expect) {
+        if Self::is_request(&e) {
+            self.requests += 1;
+        }
+        self.items.push_back(e);
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Expect> {
+        let e = self.items.pop_front()?;
+        if Self::is_request(&e) {
+            self.requests -= 1;
+        }
+        Some(e)
+    }
+
+    pub(crate) fn front(&self) -> Option<&Expect> {
+        self.items.front()
+    }
+
+    /// For the fields of the front expectation; it stays what it is.
+    pub(crate) fn front_mut(&mut self) -> Option<&mut Expect> {
+        self.items.front_mut()
+    }
+
+    pub(crate) fn get(&self, i: usize) -> Option<&Expect> {
+        self.items.get(i)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Expect> {
+        self.items.iter()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Query, Sync and FunctionCall requests waiting for their
+    /// ReadyForQuery.
+    pub(crate) fn requests(&self) -> u32 {
+        self.requests
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
-    pub(crate) queue: VecDeque<Expect>,
+    pub(crate) queue: Expected,
+    /// Batch, COPY and transaction status: the rest of what is in flight.
+    pub(crate) protocol: super::in_flight::Protocol,
     /// An error arrived since the last ReadyForQuery.
     pub(super) error: bool,
     /// The server is skipping the client's messages until its next Sync
     /// (an error in an extended batch whose Sync was not sent yet): they
     /// get no reply, so nothing is expected of them.
     pub(crate) skipping: bool,
-    /// Query and FunctionCall requests the last error made the server
-    /// skip; the tracker takes them back (see `take_skipped_requests`).
-    pub(super) skipped_requests: u32,
     /// What becomes of the reply just seen (see `lazy`).
     pub(crate) fate: Fate,
     /// Deferred statements whose Parse failed for the query now running.
@@ -124,10 +182,25 @@ impl Ledger {
         self.replies.skipping
     }
 
-    /// Query and FunctionCall requests the server skipped after the last
-    /// error: they will get no ReadyForQuery.
-    pub fn take_skipped_requests(&mut self) -> u32 {
-        std::mem::take(&mut self.replies.skipped_requests)
+    /// What is in flight on the server connection now.
+    pub fn in_flight(&self) -> super::in_flight::InFlight {
+        super::in_flight::InFlight {
+            requests: self.replies.queue.requests(),
+            protocol: self.replies.protocol,
+        }
+    }
+
+    /// What preparing a deferred statement before a request needs to know
+    /// of the client's state.
+    pub fn client_state(&self) -> super::lazy::ClientState {
+        let f = self.in_flight();
+        super::lazy::ClientState {
+            batch_open: f.batch_open(),
+            tx_failed: f.tx_status() == crate::protocol::backend::TxStatus::Failed,
+            quiet_idle: f.outstanding() == 0
+                && !f.batch_open()
+                && f.tx_status() == crate::protocol::backend::TxStatus::Idle,
+        }
     }
 
     /// A complete client message, as it is forwarded.
@@ -137,10 +210,12 @@ impl Ledger {
             // ends the skip and gets its ReadyForQuery.
             if tag == FrontendTag::Sync {
                 self.replies.skipping = false;
+                self.replies.protocol.on_frontend(tag);
                 self.replies.queue.push_back(Expect::Sync);
             }
             return;
         }
+        self.replies.protocol.on_frontend(tag);
         match tag {
             FrontendTag::Query => {
                 let stmts = query_changes(frontend::query_text(body));
@@ -239,6 +314,7 @@ impl Ledger {
         if self.replies.skipping {
             return;
         }
+        self.replies.protocol.batch_open = true;
         let names =
             cstr(body).and_then(|(portal, rest)| cstr(rest).map(|(stmt, _)| (portal, stmt)));
         let stmt_name = |s: &[u8]| if s.is_empty() { None } else { Some(text(s)) };

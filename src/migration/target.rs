@@ -54,8 +54,29 @@ pub struct Staged {
     pub tls: bool,
 }
 
+/// Stages a move of the session whose state is `ledger` from `source` to
+/// `target`: what it needs of the ledger is copied now, so the returned
+/// future owns everything and can run in a task of its own while the
+/// client goes on.
+pub fn stage(
+    env: MoveEnv,
+    ledger: &crate::ledger::Ledger,
+    (source, target): (Backend, Backend),
+    user: &str,
+) -> impl std::future::Future<Output = Result<Staged, MoveError>> + Send + 'static {
+    let input = PrestageInput {
+        target,
+        source,
+        startup: ledger.startup.clone(),
+        user: user.to_string(),
+        plan: ReplayPlan::from_ledger(ledger),
+        custom_names: ledger.custom_names().clone(),
+    };
+    prestage(env, input)
+}
+
 /// What pre-staging needs from the session, copied so the client can go on.
-pub struct PrestageInput {
+struct PrestageInput {
     pub target: Backend,
     pub source: Backend,
     pub startup: Vec<StartupParam>,
@@ -64,7 +85,7 @@ pub struct PrestageInput {
     pub custom_names: BTreeSet<String>,
 }
 
-pub async fn prestage(env: MoveEnv, input: PrestageInput) -> Result<Staged, MoveError> {
+async fn prestage(env: MoveEnv, input: PrestageInput) -> Result<Staged, MoveError> {
     let PrestageInput {
         target,
         source,

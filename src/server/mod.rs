@@ -11,7 +11,6 @@ mod connectors;
 mod error;
 mod side;
 mod startup;
-pub mod tracker;
 
 pub use connect::{connect, send_cancel};
 pub use connectors::Connectors;

@@ -4,7 +4,6 @@
 //! another session: nothing in it belongs to a client.
 
 use super::batch::TORN;
-use super::tracker::Tracker;
 use super::ServerConn;
 use crate::config::Backend;
 use crate::net::{Inbox, Outbox, Stream};
@@ -26,8 +25,6 @@ pub struct ServerSide {
     pub backend: Backend,
     pub pid: i32,
     pub key: i32,
-    /// The client's requests in flight, and the transaction status.
-    pub tracker: Tracker,
     /// ReadyForQuery messages the server still owes a batch of pgbaton's
     /// own that nobody waits for any more (a move that ran out of its pause
     /// budget): its replies are dropped as they come. [`TORN`] when the
@@ -66,7 +63,6 @@ impl ServerSide {
             backend,
             pid,
             key,
-            tracker: Tracker::default(),
             owed: 0,
         }
     }
@@ -82,13 +78,11 @@ impl ServerSide {
         ServerSide::from_halves(tokio::io::split(stream), buf, tls, backend, (pid, key))
     }
 
-    /// Nothing of the client's in flight and nothing owed to pgbaton: the
-    /// connection can be checked, replaced or handed on.
+    /// Nothing buffered either way and nothing owed to pgbaton. (What the
+    /// client has in flight the ledger's expected replies say: see
+    /// `Ledger::in_flight`.)
     pub fn is_idle(&self) -> bool {
-        self.tracker.is_safe_point()
-            && self.inbox.streaming == 0
-            && self.outbox.is_empty()
-            && self.owed == 0
+        self.inbox.streaming == 0 && self.outbox.is_empty() && self.owed == 0
     }
 
     /// An abandoned batch of pgbaton's own may have reached the server only

@@ -63,7 +63,10 @@ impl Relay {
         if parse {
             self.discard_until_sync = true;
         } else {
-            write::ready_for_query(&mut out, self.server.tracker.tx_status().as_char() as u8);
+            write::ready_for_query(
+                &mut out,
+                self.ledger.in_flight().tx_status().as_char() as u8,
+            );
         }
         self.client.outbox.push(out.freeze());
     }
@@ -83,7 +86,10 @@ impl Relay {
     fn reply_done(&mut self, tag: &str) {
         let mut out = BytesMut::new();
         write::command_complete(&mut out, tag);
-        write::ready_for_query(&mut out, self.server.tracker.tx_status().as_char() as u8);
+        write::ready_for_query(
+            &mut out,
+            self.ledger.in_flight().tx_status().as_char() as u8,
+        );
         self.client.outbox.push(out.freeze());
     }
 
@@ -93,11 +99,10 @@ impl Relay {
         if let Held::Command(msg) = std::mem::replace(&mut self.held, Held::Answered) {
             let tag = FrontendTag::from_byte(msg[0]);
             // The move just made may have deferred what it uses.
-            let client = super::framing::client_state(&self.server.tracker);
+            let client = self.ledger.client_state();
             if let Some(first) = self.ledger.lazy_parse_for(tag, &msg[HEADER_LEN..], client) {
                 self.server.outbox.push(first.freeze());
             }
-            self.server.tracker.on_frontend(tag);
             self.ledger.on_frontend(tag, &msg[HEADER_LEN..]);
             self.server.outbox.push(msg);
         }
@@ -156,10 +161,10 @@ impl Relay {
             }
             return;
         }
-        if self.server.tracker.tx_status() != TxStatus::Idle {
+        if self.ledger.in_flight().tx_status() != TxStatus::Idle {
             let e = MoveError::Pinned(format!(
                 "open transaction (status {})",
-                self.server.tracker.tx_status().as_char()
+                self.ledger.in_flight().tx_status().as_char()
             ));
             if dry_run {
                 // The dry run's answer: not now, and why.

@@ -13,14 +13,14 @@ impl Relay {
     /// changed (a lock only on change, not per message).
     pub(super) fn publish(&mut self) {
         let Some(entry) = &self.entry else { return };
-        let state = if self.server.tracker.is_quiet() {
+        let state = if self.ledger.in_flight().is_quiet() {
             SessionState::Idle
         } else {
             SessionState::Active
         };
         let now = (
             state,
-            self.server.tracker.tx_status().as_char(),
+            self.ledger.in_flight().tx_status().as_char(),
             self.ledger.version(),
         );
         if now != self.published {

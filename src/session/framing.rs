@@ -1,13 +1,11 @@
 //! Framing what each side sent: complete messages are found in place and
-//! queued for the other side as one slice; the tracker and the ledger see
+//! queued for the other side as one slice; the ledger sees
 //! each message; a large message nobody reads streams through in pieces; a
 //! command comment is held back.
 
 use super::command::is_command;
 use super::relay::{Held, Relay};
-use crate::ledger::lazy::ClientState;
 use crate::ledger::replies::Fate;
-use crate::protocol::backend::TxStatus;
 use crate::protocol::backend::{error_fields, rename_notifier, BackendTag};
 use crate::protocol::codec::{peek_frame, Frame, FrameError, HEADER_LEN};
 use crate::protocol::frontend::FrontendTag;
@@ -81,9 +79,6 @@ impl Relay {
         }
         if let Some(message) = self.refuse_with.take() {
             let stand_in = refusal(&message);
-            if !self.ledger.skipping() {
-                self.server.tracker.on_frontend(FrontendTag::Query);
-            }
             self.ledger
                 .on_frontend(FrontendTag::Query, &stand_in[HEADER_LEN..]);
             self.server.outbox.push(stand_in.freeze());
@@ -123,7 +118,7 @@ impl Relay {
                 let mut out = BytesMut::new();
                 crate::protocol::write::ready_for_query(
                     &mut out,
-                    self.server.tracker.tx_status().as_char() as u8,
+                    self.ledger.in_flight().tx_status().as_char() as u8,
                 );
                 self.client.outbox.push(out.freeze());
             }
@@ -138,7 +133,7 @@ impl Relay {
         // forever. There it is an ordinary comment.
         if (tag == FrontendTag::Query || tag == FrontendTag::Parse)
             && is_command(tag, body)
-            && !self.server.tracker.batch_open()
+            && !self.ledger.in_flight().batch_open()
         {
             scan.hold = Some(frame.total);
             return Next::Stop;
@@ -146,15 +141,13 @@ impl Relay {
         if !self.ledger.deferred().is_empty() {
             scan.inject = self
                 .ledger
-                .lazy_parse_for(tag, body, client_state(&self.server.tracker));
+                .lazy_parse_for(tag, body, self.ledger.client_state());
             if scan.inject.is_some() {
                 return Next::Stop;
             }
         }
-        // What the server skips after an error gets no reply.
-        if !self.ledger.skipping() || tag == FrontendTag::Sync {
-            self.server.tracker.on_frontend(tag);
-        }
+        // (What the server skips after an error gets no reply, and the
+        // ledger expects none.)
         self.ledger
             .on_frontend(tag, &self.client.inbox.buf[start + HEADER_LEN..stop]);
         scan.end = stop;
@@ -198,15 +191,12 @@ impl Relay {
                 // names before any of it goes.
                 return Next::Stop;
             }
-            scan.inject =
-                self.ledger
-                    .lazy_parse_for(tag, prefix, client_state(&self.server.tracker));
+            scan.inject = self
+                .ledger
+                .lazy_parse_for(tag, prefix, self.ledger.client_state());
             if scan.inject.is_some() {
                 return Next::Stop;
             }
-        }
-        if !self.ledger.skipping() {
-            self.server.tracker.on_frontend(tag);
         }
         if tag == FrontendTag::Bind {
             // Its names come first; the parameters stream through.
@@ -282,22 +272,14 @@ impl Relay {
                         // No query left that may use them.
                         self.kept_errors.clear();
                     }
-                    self.server.tracker.on_backend(tag, body);
-                    if tag == BackendTag::ErrorResponse {
-                        // Requests the error made the server skip will get
-                        // no ReadyForQuery.
-                        let skipped = self.ledger.take_skipped_requests();
-                        self.server.tracker.forget_requests(skipped);
-                        if error_fields(body).is_fatal() {
-                            self.flow.fatal_forwarded = true;
-                        }
+                    if tag == BackendTag::ErrorResponse && error_fields(body).is_fatal() {
+                        self.flow.fatal_forwarded = true;
                     }
                     end += frame.total;
                 } else if server_needs_body(tag) {
                     inbox.buf.reserve(frame.total - have);
                     break;
                 } else {
-                    self.server.tracker.on_backend(tag, &[]);
                     self.ledger.on_backend(tag, &[]);
                     inbox.streaming = frame.total - have;
                     end = inbox.buf.len();
@@ -411,16 +393,4 @@ fn refusal(message: &str) -> BytesMut {
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::query(&sql, &mut out).expect("no NUL in the message");
     out
-}
-
-/// What the ledger needs of the client's state to prepare a deferred
-/// statement before a request.
-pub(crate) fn client_state(tracker: &crate::server::tracker::Tracker) -> ClientState {
-    ClientState {
-        batch_open: tracker.batch_open(),
-        tx_failed: tracker.tx_status() == TxStatus::Failed,
-        quiet_idle: tracker.outstanding() == 0
-            && !tracker.batch_open()
-            && tracker.tx_status() == TxStatus::Idle,
-    }
 }

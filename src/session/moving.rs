@@ -6,15 +6,14 @@
 use super::relay::{Relay, RelayCtx, RelayEnd};
 use crate::cancel::CancelTarget;
 use crate::config::OnTimeout;
+use crate::ledger::in_flight::CopyState;
 use crate::migration::cutover::{cutover, CutOver, Parts, Who};
 use crate::migration::history::Status;
-use crate::migration::plan::ReplayPlan;
 use crate::migration::retire::retire;
 use crate::migration::stage::{Event, Move, MoveState, Reply, Step};
-use crate::migration::target::{prestage, PrestageInput, Staged};
+use crate::migration::target::{stage, Staged};
 use crate::migration::turn::CutoverTurn;
 use crate::migration::{MoveError, MoveOutcome, MoveRequest};
-use crate::server::tracker::CopyState;
 use crate::server::ServerSide;
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -97,15 +96,13 @@ impl Relay {
             &target.name,
             request.dry_run,
         );
-        let input = PrestageInput {
-            target,
-            source: self.server.backend.clone(),
-            startup: self.ledger.startup.clone(),
-            user: ctx.user.clone(),
-            plan: ReplayPlan::from_ledger(&self.ledger),
-            custom_names: self.ledger.custom_names().clone(),
-        };
-        let task = tokio::spawn(prestage(env.clone(), input));
+        let staging = stage(
+            env.clone(),
+            &self.ledger,
+            (self.server.backend.clone(), target),
+            &ctx.user,
+        );
+        let task = tokio::spawn(staging);
         let now = Instant::now();
         info!(target = %request.target, origin = request.origin.as_str(), dry_run = request.dry_run, "move requested");
         let m = Move {
@@ -252,7 +249,7 @@ impl Relay {
 
     /// Why the session is not at a safe point, for a timeout's reason.
     fn not_safe_reason(&self) -> String {
-        let t = &self.server.tracker;
+        let t = self.ledger.in_flight();
         if t.copy_state() != CopyState::None {
             "COPY in progress".into()
         } else if t.tx_status() != crate::protocol::backend::TxStatus::Idle {

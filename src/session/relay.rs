@@ -191,7 +191,8 @@ impl Relay {
     /// Nothing in flight in either direction: the session can be paused,
     /// checked or moved without losing or reordering a byte.
     pub fn at_safe_point(&self) -> bool {
-        self.server.is_idle()
+        self.ledger.in_flight().is_safe_point()
+            && self.server.is_idle()
             // Bytes after a held command wait unframed: they come later.
             && (self.client.inbox.buf.is_empty() || matches!(self.held, Held::Command(_)))
             && self.client.inbox.streaming == 0

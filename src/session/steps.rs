@@ -23,7 +23,7 @@ impl Relay {
         // A held command comment, once everything before it is answered.
         if matches!(self.held, Held::Command(_))
             && self.moving.is_idle()
-            && self.server.tracker.is_quiet()
+            && self.ledger.in_flight().is_quiet()
             && self.server.outbox.is_empty()
             && self.server.owed == 0
         {
@@ -51,7 +51,7 @@ impl Relay {
         }
         if self.flow.phase == Phase::Running
             && self.flow.drain_deadline.is_some()
-            && self.server.tracker.is_safe_point()
+            && self.ledger.in_flight().is_safe_point()
             && self.server.owed == 0
         {
             self.close_with_fatal(
