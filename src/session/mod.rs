@@ -294,7 +294,7 @@ async fn login(env: &Arc<Env>, started: Started) -> Option<Opened> {
         params,
         user,
         db,
-        mut out,
+        out,
     } = started;
     let config = env.config();
     let span = tracing::Span::current();
@@ -348,11 +348,36 @@ async fn login(env: &Arc<Env>, started: Started) -> Option<Opened> {
         }
     };
 
-    // The client sees the server's startup parameters, the real pid of its
-    // first server backend (so pg_backend_pid(), its own notifications and
-    // pg_terminate_backend agree), pgbaton's own secret (never the
-    // server's: the secret is what routes a cancel), and the server's first
-    // ReadyForQuery.
+    let (client_pid, client_key) = welcome(env, &mut stream, &server, &backend, out).await?;
+    info!(server.pid = server.pid, "session started");
+    let ledger = crate::ledger::Ledger::new(params, server.params.clone());
+    let relay = Relay::new(
+        stream,
+        ServerSide::new(server),
+        ledger,
+        config.max_message_size,
+    );
+    Some(Opened::Proxy(Box::new(ProxySession {
+        client_pid,
+        client_key,
+        user,
+        database: db,
+        relay,
+    })))
+}
+
+/// Tells the client it is in: the server's startup parameters, the real pid
+/// of its first server backend (so pg_backend_pid(), its own notifications
+/// and pg_terminate_backend agree), pgbaton's own secret (never the
+/// server's: the secret is what routes a cancel), and the server's first
+/// ReadyForQuery. Returns the pid and secret; `None` when the client left.
+async fn welcome(
+    env: &Env,
+    stream: &mut Stream,
+    server: &server::ServerConn,
+    backend: &crate::config::Backend,
+    mut out: BytesMut,
+) -> Option<(i32, i32)> {
     let client_pid = server.pid;
     let client_key = env.cancel.register(
         client_pid,
@@ -374,21 +399,7 @@ async fn login(env: &Arc<Env>, started: Started) -> Option<Opened> {
         env.cancel.remove(client_key);
         return None;
     }
-    info!(server.pid = server.pid, "session started");
-    let ledger = crate::ledger::Ledger::new(params, server.params.clone());
-    let relay = Relay::new(
-        stream,
-        ServerSide::new(server),
-        ledger,
-        config.max_message_size,
-    );
-    Some(Opened::Proxy(Box::new(ProxySession {
-        client_pid,
-        client_key,
-        user,
-        database: db,
-        relay,
-    })))
+    Some((client_pid, client_key))
 }
 
 async fn run(
