@@ -61,11 +61,6 @@ impl SessionIds {
         let n = self.next.fetch_add(1, Ordering::Relaxed) & ((1 << Self::NODE_SHIFT) - 1);
         (u64::from(self.node) << Self::NODE_SHIFT) | n
     }
-
-    /// The node a session id was given by.
-    pub fn node_of(id: u64) -> u16 {
-        (id >> Self::NODE_SHIFT) as u16
-    }
 }
 
 pub struct Env {

@@ -310,23 +310,26 @@ impl Relay {
                 return false;
             };
             let tag = BackendTag::from_byte(frame.tag);
-            match tag {
-                BackendTag::ReadyForQuery => server.owed -= 1,
-                BackendTag::ParameterStatus => self.ledger.on_backend(tag, body),
+            // Only what the server says on its own, and a FATAL (the
+            // connection ends), is the client's.
+            let forward = match tag {
+                BackendTag::ReadyForQuery => {
+                    server.owed -= 1;
+                    false
+                }
+                BackendTag::ParameterStatus => {
+                    self.ledger.on_backend(tag, body);
+                    true
+                }
+                BackendTag::NotificationResponse | BackendTag::NoticeResponse => true,
                 BackendTag::ErrorResponse if error_fields(body).is_fatal() => {
                     self.flow.fatal_forwarded = true;
+                    true
                 }
-                _ => {}
-            }
+                _ => false,
+            };
             let mut msg = server.inbox.buf.split_to(frame.total);
-            if matches!(
-                tag,
-                BackendTag::NotificationResponse
-                    | BackendTag::NoticeResponse
-                    | BackendTag::ParameterStatus
-                    | BackendTag::ErrorResponse
-            ) && (tag != BackendTag::ErrorResponse || self.flow.fatal_forwarded)
-            {
+            if forward {
                 if tag == BackendTag::NotificationResponse {
                     rename_notifier(&mut msg, server.pid, self.client.pid);
                 }

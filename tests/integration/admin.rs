@@ -393,32 +393,27 @@ async fn show_sessions_shows_the_application_name_the_session_set() {
         .connect_app("postgres", "postgres", "at-startup")
         .await;
     let console = proxy.connect("postgres", "pgbaton").await;
-    let app_of = |rows: Vec<std::collections::HashMap<String, Option<String>>>| {
+    // The application_name of the one proxied session, as SHOW SESSIONS says.
+    let app = || async {
+        let rows = crate::harness::admin(&console, "SHOW SESSIONS")
+            .await
+            .unwrap();
         rows.iter()
             .filter(|r| crate::harness::col(r, "database") == Some("postgres"))
             .map(|r| crate::harness::col(r, "application_name").map(str::to_string))
             .collect::<Vec<_>>()
     };
-    let rows = crate::harness::admin(&console, "SHOW SESSIONS")
-        .await
-        .unwrap();
-    assert_eq!(app_of(rows), vec![Some("at-startup".to_string())]);
+    assert_eq!(app().await, vec![Some("at-startup".to_string())]);
     client
         .batch_execute("SET application_name = 'set-later'")
         .await
         .unwrap();
     // As pg_stat_activity does: the value now, not the startup packet's.
-    let rows = crate::harness::admin(&console, "SHOW SESSIONS")
-        .await
-        .unwrap();
-    assert_eq!(app_of(rows), vec![Some("set-later".to_string())]);
+    assert_eq!(app().await, vec![Some("set-later".to_string())]);
     // A rolled-back SET goes back.
     client
         .batch_execute("BEGIN; SET application_name = 'rolled-back'; ROLLBACK")
         .await
         .unwrap();
-    let rows = crate::harness::admin(&console, "SHOW SESSIONS")
-        .await
-        .unwrap();
-    assert_eq!(app_of(rows), vec![Some("set-later".to_string())]);
+    assert_eq!(app().await, vec![Some("set-later".to_string())]);
 }
