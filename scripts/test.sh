@@ -8,5 +8,5 @@
 # with PGBATON_TEST_USER / PGBATON_TEST_PASSWORD for their superuser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-postgres.sh
+scripts/ensure-tools.sh test
 cargo test --all-targets "$@"

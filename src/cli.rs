@@ -50,6 +50,13 @@ pub struct ServeArgs {
     /// PEM private key for TLS towards clients.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<String>,
+    /// The replicas' coordination store: memory (the default: one replica),
+    /// postgres://USER@HOST:PORT/DB or etcd://HOST:PORT[,HOST:PORT].
+    #[arg(long, value_name = "URL")]
+    pub cluster_store: Option<String>,
+    /// This replica's name in the fleet (default: hostname-port).
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +75,8 @@ impl ServeArgs {
             admin_users: self.admin_users.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            cluster_store: self.cluster_store.clone(),
+            node_id: self.node_id.clone(),
         }
     }
 }

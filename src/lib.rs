@@ -12,6 +12,7 @@
 //! admin       console commands (database `pgbaton`), one file per command
 //! proxy       the composition root: listener, signals, RELOAD, shutdown
 //! session     one client: handshake, auth, relay; asks migration to move it
+//! cluster     the fleet: coordination store, membership, ranked election
 //! routing     backends, default, draining, with a version (watch)
 //! migration   a move as functions of a session's parts: stage, cut over
 //! server      server connections: connect, TLS, login, the server side
@@ -40,6 +41,7 @@ pub mod admin;
 pub mod auth;
 pub mod cancel;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod ledger;

@@ -11,6 +11,7 @@ mod reload;
 mod result;
 mod scale_out;
 mod show_backends;
+mod show_cluster;
 mod show_migrations;
 mod show_session;
 mod show_sessions;

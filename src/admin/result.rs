@@ -14,6 +14,8 @@ pub struct ResultSet {
     pub tag: String,
     /// Sent first, each as a WARNING.
     pub warnings: Vec<String>,
+    /// Sent first too, each as a NOTICE.
+    pub notices: Vec<String>,
 }
 
 impl ResultSet {
@@ -24,6 +26,7 @@ impl ResultSet {
             rows: Vec::new(),
             tag: String::new(),
             warnings: Vec::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -42,6 +45,9 @@ impl ResultSet {
     pub fn write(&self, out: &mut BytesMut) {
         for w in &self.warnings {
             write_client_error(out, &Said::warning(w.as_str()));
+        }
+        for n in &self.notices {
+            write_client_error(out, &Said::notice(n.as_str()));
         }
         write::row_description(out, &self.columns, &self.types);
         for r in &self.rows {

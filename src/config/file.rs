@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub threads: Option<usize>,
     pub busy_poll: Option<String>,
     pub tls: Option<RawTls>,
+    pub cluster: Option<RawCluster>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
     #[serde(default)]
@@ -35,6 +36,18 @@ pub struct RawConfig {
 pub struct RawTls {
     pub cert: String,
     pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub store: Option<String>,
+    pub node_id: Option<String>,
+    pub advertise_client: Option<String>,
+    pub advertise_admin: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub start_without_store: Option<bool>,
+    pub history: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,9 +2,14 @@
 //! validated [`Config`] that the rest of pgbaton receives. Config is plain data
 //! handed down explicitly; nothing reads a global.
 
+mod cluster;
 mod duration;
 mod file;
+pub mod store_url;
 mod validate;
+
+pub use cluster::ClusterSettings;
+pub use store_url::StoreUrl;
 
 pub use duration::parse_duration;
 pub use validate::{ConfigError, Overrides};
@@ -172,6 +177,8 @@ pub struct Config {
     /// The longest a worker thread spins for a socket to become readable
     /// before it sleeps (zero: never); see `net::busy_poll`.
     pub busy_poll: Duration,
+    /// `[cluster]`: the replicas' shared store, this node's name, leases.
+    pub cluster: ClusterSettings,
 }
 
 impl Config {

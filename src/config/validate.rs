@@ -34,7 +34,7 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         reason: reason.into(),
@@ -52,6 +52,9 @@ pub struct Overrides {
     pub admin_users: Vec<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
+    /// `--cluster-store`, `--node-id`.
+    pub cluster_store: Option<String>,
+    pub node_id: Option<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6432";
@@ -140,6 +143,17 @@ pub(super) fn build(mut raw: RawConfig, o: &Overrides) -> Result<Config, ConfigE
         scale_out_hook: raw.scale_out_hook.filter(|h| !h.trim().is_empty()),
         threads,
         busy_poll,
+        cluster: super::cluster::build(raw.cluster)?,
+    })
+}
+
+/// A duration under `key`, or an error naming it.
+pub(super) fn parse_duration_key(key: &str, s: &str) -> Result<Duration, ConfigError> {
+    parse_duration(s).ok_or_else(|| {
+        invalid(
+            key,
+            format!("{s:?} is not a duration like \"10s\" or \"500ms\""),
+        )
     })
 }
 
@@ -212,6 +226,15 @@ fn apply_overrides(raw: &mut RawConfig, o: &Overrides) -> Result<(), ConfigError
         }
         (None, None) => {}
         _ => return Err(invalid("tls", "--tls-cert and --tls-key go together")),
+    }
+    if o.cluster_store.is_some() || o.node_id.is_some() {
+        let cluster = raw.cluster.get_or_insert_with(Default::default);
+        if let Some(store) = &o.cluster_store {
+            cluster.store = Some(store.clone());
+        }
+        if let Some(id) = &o.node_id {
+            cluster.node_id = Some(id.clone());
+        }
     }
     Ok(())
 }

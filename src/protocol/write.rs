@@ -175,6 +175,7 @@ pub fn row_description(out: &mut BytesMut, columns: &[&str], types: &[u32]) {
 
 /// The type of a column unless told otherwise.
 pub const TEXT_OID: u32 = 25;
+pub const INT8_OID: u32 = 20;
 /// `timestamp with time zone`, for columns written by [`timestamptz`].
 pub const TIMESTAMPTZ_OID: u32 = 1184;
 

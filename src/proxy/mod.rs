@@ -31,6 +31,8 @@ pub enum ProxyError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// Stops a running proxy: stop accepting, let sessions finish their
@@ -80,7 +82,13 @@ impl Proxy {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        let shared = Arc::new(Shared::new(config, busy_poll)?);
+        // The listener's real address: with port 0 the node id and the
+        // advertised address need the port the kernel chose.
+        let local = listener
+            .local_addr()
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let cluster = crate::cluster::Cluster::start(&config.cluster, local).await?;
+        let shared = Arc::new(Shared::new(config, busy_poll, cluster)?);
         let shutdown_tx = shared.shutdown_tx.clone();
         Ok(Proxy {
             shared,
@@ -155,6 +163,9 @@ impl Proxy {
             }
         }
         drop(self.listener);
+        // Leave the fleet first, so a successor is elected while this
+        // replica's sessions finish.
+        self.shared.cluster.resign().await;
         info!("pgbaton stopped accepting; waiting for sessions to finish");
         drop(alive);
         let _ = all_ended.recv().await;

@@ -10,6 +10,9 @@ use std::sync::Arc;
 
 pub struct Shared {
     pub env: Arc<Env>,
+    /// This replica's membership and election (a fleet of one on the
+    /// default in-memory store).
+    pub cluster: crate::cluster::Cluster,
     /// Where the configuration came from, for RELOAD and SIGHUP.
     source: std::sync::Mutex<Option<(std::path::PathBuf, crate::config::Overrides)>>,
     /// Carries the drain deadline once the proxy is stopping.
@@ -29,9 +32,14 @@ pub enum ReloadError {
 }
 
 impl Shared {
-    pub fn new(config: Config, busy_poll: BusyPoll) -> Result<Shared, TlsError> {
+    pub fn new(
+        config: Config,
+        busy_poll: BusyPoll,
+        cluster: crate::cluster::Cluster,
+    ) -> Result<Shared, TlsError> {
         Ok(Shared {
             env: Arc::new(Env::new(config, 0, busy_poll)?),
+            cluster,
             source: Default::default(),
             shutdown_tx: Arc::new(tokio::sync::watch::channel(None).0),
         })

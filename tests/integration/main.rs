@@ -29,5 +29,6 @@ mod relay;
 mod routing;
 mod shutdown;
 mod startup;
+mod store;
 mod switchover;
 mod tls;

@@ -1,0 +1,184 @@
+//! A replica's JSON-lines history of cluster events: one object per line
+//! with monotonic and wall time, term, store revision and the decision.
+//! The fleet tests check the invariants of the design (one leader per
+//! term, terms rising, writes inside their term) on these files.
+
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event<'a> {
+    /// CLOCK_MONOTONIC in microseconds: one clock for every process on
+    /// the machine, so the histories of several replicas line up.
+    pub mono_us: u64,
+    /// Milliseconds since the Unix epoch.
+    pub wall_ms: u64,
+    pub node: &'a str,
+    /// `registered`, `elected`, `fenced_write`, `write_refused`,
+    /// `step_down`, `resigned`, `charged`, `store_lost`, `store_back`.
+    pub event: &'a str,
+    pub term: u64,
+    /// The store revision the event committed at (0: none).
+    pub rev: u64,
+    pub detail: String,
+}
+
+pub struct History {
+    file: Option<Mutex<std::fs::File>>,
+}
+
+pub fn mono_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl History {
+    /// Appends to `path` when given; without one, events only go to the log.
+    pub fn open(path: Option<&Path>) -> std::io::Result<History> {
+        let file = match path {
+            Some(p) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
+            )),
+            None => None,
+        };
+        Ok(History { file })
+    }
+
+    pub fn record(&self, node: &str, event: &str, term: u64, rev: u64, detail: String) {
+        tracing::info!(node, event, term, rev, detail = %detail, "cluster");
+        let Some(file) = &self.file else { return };
+        let e = Event {
+            mono_us: mono_us(),
+            wall_ms: wall_ms(),
+            node,
+            event,
+            term,
+            rev,
+            detail,
+        };
+        let mut line = serde_json::to_vec(&e).expect("events serialize");
+        line.push(b'\n');
+        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        // One write per line, so lines of several processes never interleave.
+        if let Err(err) = f.write_all(&line) {
+            tracing::warn!(error = %err, "cannot append to the cluster history");
+        }
+    }
+}
+
+/// An event read back from a history file.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Recorded {
+    pub mono_us: u64,
+    pub wall_ms: u64,
+    pub node: String,
+    pub event: String,
+    pub term: u64,
+    pub rev: u64,
+    pub detail: String,
+}
+
+/// Reads the events of several history files, in one list.
+pub fn read(paths: &[&Path]) -> std::io::Result<Vec<Recorded>> {
+    let mut all = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(p)?;
+        for (i, line) in text.lines().enumerate() {
+            let e = serde_json::from_str(line).map_err(|err| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}:{}: {err}", p.display(), i + 1),
+                )
+            })?;
+            all.push(e);
+        }
+    }
+    Ok(all)
+}
+
+/// Checks the safety invariants of the fleet's design on the histories of
+/// all replicas (store revisions order the events across processes):
+/// - I1: at most one leader per term;
+/// - I2: terms rise with the revisions they were taken at, never reused;
+/// - I3: every fenced write committed inside its term's tenure, after its
+///   election and before the next one;
+/// - I8: every election was won by the best-ranked candidate (rank 0)
+///   when `strict_rank` (all replicas could reach the store).
+///
+/// Returns one line per violation; empty means the history holds them.
+pub fn check(events: &[Recorded], strict_rank: bool) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut elected: Vec<&Recorded> = events.iter().filter(|e| e.event == "elected").collect();
+    elected.sort_by_key(|e| e.rev);
+    let mut by_term: std::collections::BTreeMap<u64, Vec<&Recorded>> = Default::default();
+    for e in &elected {
+        by_term.entry(e.term).or_default().push(e);
+    }
+    for (term, winners) in &by_term {
+        if winners.len() > 1 {
+            let who: Vec<&str> = winners.iter().map(|e| e.node.as_str()).collect();
+            bad.push(format!(
+                "I1: term {term} has {} leaders: {}",
+                winners.len(),
+                who.join(", ")
+            ));
+        }
+    }
+    for pair in elected.windows(2) {
+        if pair[1].term <= pair[0].term {
+            bad.push(format!(
+                "I2: term {} taken at revision {} after term {} at revision {}",
+                pair[1].term, pair[1].rev, pair[0].term, pair[0].rev
+            ));
+        }
+    }
+    for w in events.iter().filter(|e| e.event == "fenced_write") {
+        let Some(start) = by_term.get(&w.term).and_then(|v| v.first()) else {
+            bad.push(format!(
+                "I3: {} wrote at revision {} for term {}, which nobody was elected to",
+                w.node, w.rev, w.term
+            ));
+            continue;
+        };
+        let next = elected.iter().find(|e| e.term > w.term).map(|e| e.rev);
+        if start.node != w.node || w.rev <= start.rev || next.is_some_and(|n| w.rev >= n) {
+            bad.push(format!(
+                "I3: {} wrote at revision {} for term {} outside that term's tenure ({} from revision {} to {})",
+                w.node,
+                w.rev,
+                w.term,
+                start.node,
+                start.rev,
+                next.map_or("now".to_string(), |n| n.to_string())
+            ));
+        }
+    }
+    if strict_rank {
+        for e in &elected {
+            if !e.detail.starts_with("rank 0 ") {
+                bad.push(format!(
+                    "I8: {} took term {} at {}",
+                    e.node, e.term, e.detail
+                ));
+            }
+        }
+    }
+    bad
+}

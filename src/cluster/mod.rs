@@ -1,0 +1,23 @@
+//! The fleet: replicas of pgbaton that share one coordination store,
+//! register under leases and elect a leader ranked by reliability.
+//!
+//! - [`store`]: the store trait and its backends (memory, Postgres, etcd).
+//! - [`records`]: the keys pgbaton keeps in it and their JSON records.
+//! - [`rank`]: who may lead (fewest failures, then earliest registration,
+//!   then id) and where a newcomer's failure count starts.
+//! - [`agent`]: one replica's membership and election loop; [`history`]
+//!   its JSON-lines log of decisions.
+//!
+//! The data plane never waits on any of this: sessions relay and move on
+//! what was last committed, whether or not the store answers.
+
+pub mod agent;
+pub mod history;
+pub mod rank;
+pub mod records;
+pub mod store;
+
+pub use agent::{Cluster, ClusterError, ClusterView, NodeView, Role};
+
+#[cfg(test)]
+mod tests;

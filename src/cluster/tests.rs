@@ -1,0 +1,322 @@
+//! The election and membership on the in-memory store under a paused
+//! tokio clock: time only moves when every task waits, so a lease expiry
+//! of 10 s costs nothing and the order of events is the same every run.
+
+use super::store::memory::MemoryStore;
+use super::store::*;
+use super::*;
+use crate::config::ClusterSettings;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TTL: Duration = Duration::from_secs(2);
+
+/// One replica's way to the shared store, which a test can cut.
+struct Link {
+    store: Arc<MemoryStore>,
+    up: AtomicBool,
+}
+
+impl Link {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.up.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::Unreachable {
+                store: "memory".into(),
+                reason: "link cut by the test".into(),
+            })
+        }
+    }
+}
+
+impl CoordStore for Link {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        Box::pin(async move {
+            self.check()?;
+            self.store.get(key).await
+        })
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<(String, Versioned)>> {
+        Box::pin(async move {
+            self.check()?;
+            self.store.list(prefix).await
+        })
+    }
+    fn txn<'a>(&'a self, guards: Vec<(String, Cond)>, ops: Vec<Op>) -> StoreFuture<'a, TxnOutcome> {
+        Box::pin(async move {
+            self.check()?;
+            self.store.txn(guards, ops).await
+        })
+    }
+    fn lease_grant(&self, ttl: Duration) -> StoreFuture<'_, Lease> {
+        Box::pin(async move {
+            self.check()?;
+            self.store.lease_grant(ttl).await
+        })
+    }
+    fn lease_keepalive(&self, id: LeaseId) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            self.check()?;
+            self.store.lease_keepalive(id).await
+        })
+    }
+    fn lease_revoke(&self, id: LeaseId) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.check()?;
+            self.store.lease_revoke(id).await
+        })
+    }
+}
+
+struct Fleet {
+    store: Arc<MemoryStore>,
+    history: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Replica {
+    cluster: Cluster,
+    link: Arc<Link>,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = std::env::temp_dir().join(format!("pgbaton-cluster-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Fleet {
+            store: Arc::new(MemoryStore::new()),
+            history: dir.join("history.jsonl"),
+            _dir: TempDir(dir),
+        }
+    }
+
+    async fn try_join(&self, id: &str) -> Result<Replica, ClusterError> {
+        let link = Arc::new(Link {
+            store: self.store.clone(),
+            up: AtomicBool::new(true),
+        });
+        let settings = ClusterSettings {
+            node_id: Some(id.into()),
+            lease_ttl: TTL,
+            history: Some(self.history.clone()),
+            ..ClusterSettings::default()
+        };
+        let listen: SocketAddr = "127.0.0.1:6432".parse().unwrap();
+        let store: Arc<dyn CoordStore> = link.clone();
+        check_schema(&*store).await.unwrap();
+        let cluster = Cluster::start_on(&settings, listen, Some(store)).await?;
+        Ok(Replica { cluster, link })
+    }
+
+    async fn join(&self, id: &str) -> Replica {
+        self.try_join(id).await.unwrap()
+    }
+
+    fn verdict(&self, strict_rank: bool) -> Vec<String> {
+        let events = history::read(&[&self.history]).unwrap();
+        history::check(&events, strict_rank)
+    }
+
+    fn events(&self, kind: &str) -> Vec<history::Recorded> {
+        history::read(&[&self.history])
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event == kind)
+            .collect()
+    }
+}
+
+/// Waits (in paused time) until `f` holds of a replica's view.
+async fn until(r: &Replica, what: &str, f: impl Fn(&ClusterView) -> bool) -> ClusterView {
+    let mut rx = r.cluster.watch();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = rx.borrow_and_update().clone();
+        if f(&v) {
+            return v;
+        }
+        tokio::select! {
+            _ = rx.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("{what}: never happened; last view {v:?}"),
+        }
+    }
+}
+
+fn failures(v: &ClusterView, id: &str) -> u32 {
+    v.nodes
+        .iter()
+        .find(|n| n.id == id)
+        .map_or(u32::MAX, |n| n.failures)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_replica_leads_term_one() {
+    let fleet = Fleet::new();
+    let a = fleet.join("a").await;
+    let v = until(&a, "a leads", |v| v.role == Role::Leader).await;
+    assert_eq!(v.term, 1);
+    assert_eq!(v.leader.as_deref(), Some("a"));
+    assert_eq!(failures(&v, "a"), 0);
+    assert!(v.nodes[0].is_self);
+    assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_newcomer_starts_at_the_median_plus_one_and_is_not_elected_over_proven_nodes() {
+    let fleet = Fleet::new();
+    let a = fleet.join("a").await;
+    until(&a, "a leads", |v| v.role == Role::Leader).await;
+    let b = fleet.join("b").await;
+    let v = until(&b, "b sees a and b", |v| v.nodes.len() == 2).await;
+    // a alone had 0 failures: b starts at 0 + 1.
+    assert_eq!(failures(&v, "b"), 1);
+    // a leaves cleanly: b, the only one left, takes over.
+    a.cluster.resign().await;
+    let v = until(&b, "b leads", |v| v.role == Role::Leader).await;
+    assert_eq!(v.term, 2);
+    // The clean resign charged nothing.
+    let c = fleet.join("c").await;
+    let v = until(&c, "c sees b and c", |v| v.nodes.len() == 2).await;
+    assert_eq!(failures(&v, "c"), 2, "median of {{b: 1}} plus one");
+    let a2 = fleet.join("a").await;
+    let v = until(&a2, "a back", |v| v.nodes.len() == 3).await;
+    assert_eq!(failures(&v, "a"), 0, "a restarting node keeps its history");
+    // a is the most reliable, but b holds the seat: no needless change.
+    assert_eq!(v.leader.as_deref(), Some("b"));
+    assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_leader_is_replaced_after_its_lease_and_charged_a_failure() {
+    let fleet = Fleet::new();
+    let a = fleet.join("a").await;
+    until(&a, "a leads", |v| v.role == Role::Leader).await;
+    let b = fleet.join("b").await;
+    let c = fleet.join("c").await;
+    until(&c, "c sees three", |v| v.nodes.len() == 3).await;
+    let before = tokio::time::Instant::now();
+    a.cluster.abandon();
+    let v = until(&b, "b leads", |v| v.role == Role::Leader).await;
+    let took = before.elapsed();
+    assert!(
+        took >= TTL - TTL / 5,
+        "elected after {took:?}, before a's lease could lapse"
+    );
+    assert!(took < TTL * 3 / 2, "elected after {took:?}");
+    assert_eq!(v.term, 2);
+    // b (joined before c, both at 1 failure) leads, and charges a.
+    let mut store_view = until(&c, "c sees b lead", |v| v.leader.as_deref() == Some("b")).await;
+    assert!(store_view.nodes.iter().all(|n| n.id != "a"));
+    let a2 = fleet.join("a").await;
+    store_view = until(&a2, "a back", |v| v.nodes.len() == 3).await;
+    assert_eq!(
+        failures(&store_view, "a"),
+        1,
+        "charged once, by the leader or by itself"
+    );
+    assert_eq!(fleet.events("charged").len(), 1);
+    assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_cut_off_from_the_store_steps_down_before_its_lease_lapses() {
+    let fleet = Fleet::new();
+    let a = fleet.join("a").await;
+    until(&a, "a leads", |v| v.role == Role::Leader).await;
+    let b = fleet.join("b").await;
+    until(&b, "b sees two", |v| v.nodes.len() == 2).await;
+    a.link.up.store(false, Ordering::SeqCst);
+    let cut = tokio::time::Instant::now();
+    let v = until(&a, "a steps down", |v| v.role == Role::Follower).await;
+    assert!(!v.reachable);
+    assert!(v.unreachable_since_ms.is_some());
+    let stepped_down = cut.elapsed();
+    until(&b, "b leads", |v| v.role == Role::Leader).await;
+    let b_elected = cut.elapsed();
+    assert!(
+        stepped_down < b_elected,
+        "a stepped down after {stepped_down:?}, b was elected after {b_elected:?}"
+    );
+    // a comes back: it registers anew, one failure charged, and follows.
+    a.link.up.store(true, Ordering::SeqCst);
+    let v = until(&a, "a back and following b", |v| {
+        v.reachable && v.leader.as_deref() == Some("b") && v.nodes.len() == 2
+    })
+    .await;
+    assert_eq!(v.role, Role::Follower);
+    assert_eq!(failures(&v, "a"), 1);
+    assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_replica_with_the_same_node_id_is_refused() {
+    let fleet = Fleet::new();
+    let _a = fleet.join("a").await;
+    match fleet.try_join("a").await {
+        Err(ClusterError::DuplicateNode { id, .. }) => assert_eq!(id, "a"),
+        Err(e) => panic!("expected a duplicate node error, got {e}"),
+        Ok(_) => panic!("a second replica named a was let in"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_with_a_newer_schema_is_refused_and_left_as_it_was() {
+    let store = MemoryStore::new();
+    store
+        .txn(vec![], vec![Op::put(SCHEMA_KEY, b"99".to_vec())])
+        .await
+        .unwrap();
+    let e = check_schema(&store).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::NewerSchema { found: 99, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("nothing was written"));
+    assert_eq!(store.list("/").await.unwrap().len(), 1);
+}
+
+#[test]
+fn the_checker_fails_a_history_with_two_leaders_in_one_term() {
+    let ev = |node: &str, event: &str, term: u64, rev: u64| history::Recorded {
+        mono_us: rev,
+        wall_ms: rev,
+        node: node.into(),
+        event: event.into(),
+        term,
+        rev,
+        detail: "rank 0 of [a:0 b:0]".into(),
+    };
+    let good = vec![
+        ev("a", "elected", 1, 10),
+        ev("a", "fenced_write", 1, 11),
+        ev("b", "elected", 2, 20),
+        ev("b", "fenced_write", 2, 21),
+    ];
+    assert_eq!(history::check(&good, true), Vec::<String>::new());
+    let two_leaders = vec![ev("a", "elected", 1, 10), ev("b", "elected", 1, 12)];
+    let v = history::check(&two_leaders, true);
+    assert!(v.iter().any(|l| l.starts_with("I1")), "{v:?}");
+    let stale_write = vec![
+        ev("a", "elected", 1, 10),
+        ev("b", "elected", 2, 20),
+        ev("a", "fenced_write", 1, 25),
+    ];
+    let v = history::check(&stale_write, true);
+    assert!(v.iter().any(|l| l.starts_with("I3")), "{v:?}");
+    let reused = vec![ev("a", "elected", 2, 10), ev("b", "elected", 1, 20)];
+    let v = history::check(&reused, true);
+    assert!(v.iter().any(|l| l.starts_with("I2")), "{v:?}");
+}
