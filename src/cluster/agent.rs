@@ -339,12 +339,22 @@ impl Agent {
         let since = self.unreachable_since;
         let err = self.last_error.clone();
         let leading = self.may_lead(Instant::now());
+        let me = self.me.clone();
         self.view.send_modify(|v| {
             v.reachable = false;
             v.unreachable_since_ms = since;
             v.last_error = err;
             if !leading {
+                // What the store last said of the others stays; of this
+                // node, only what it knows now.
                 v.role = Role::Follower;
+                if v.leader.as_deref() == Some(me.as_str()) {
+                    v.leader = None;
+                }
+                for n in v.nodes.iter_mut().filter(|n| n.is_self) {
+                    n.role = Role::Follower;
+                    n.term = None;
+                }
             }
         });
     }

@@ -15,6 +15,7 @@ mod demo;
 mod drain;
 mod dry_run;
 mod errors;
+mod fleet;
 mod lazy_prepare;
 mod ledger;
 mod logging;

@@ -118,6 +118,13 @@ impl FaultyRelay {
         self.state.hold.send_replace(true);
     }
 
+    /// A blackhole: open connections end, new ones hang until
+    /// [`FaultyRelay::release`].
+    pub fn blackhole(&self) {
+        self.hold();
+        self.cut_all();
+    }
+
     /// Lets held connections (and new ones) through.
     pub fn release(&self) {
         self.state.hold.send_replace(false);

@@ -159,6 +159,25 @@ where
     }
 }
 
+/// Polls `f` until it gives a value (bounded by [`POLL_LIMIT`]).
+pub async fn wait_for_value<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + POLL_LIMIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A move request from the Rust API.
 pub fn request(to: &str) -> MoveRequest {
     MoveRequest {

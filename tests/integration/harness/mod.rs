@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod etcd;
 pub mod faulty;
+pub mod fleet;
 pub mod helpers;
 pub mod programs;
 pub mod proxy;
