@@ -116,7 +116,17 @@ pub(crate) struct Flow {
     pub(crate) close_deadline: Instant,
     /// Once pgbaton is stopping: when sessions are closed regardless.
     pub(crate) drain_deadline: Option<Instant>,
+    /// When the client last sent bytes: at shutdown an idle session is
+    /// closed only once it has been quiet for [`SHUTDOWN_IDLE_GRACE`].
+    pub(crate) last_client_read: Instant,
 }
+
+/// How long a session must have been quiet before a shutdown closes it at
+/// a safe point. A client that just logged in, or is between the
+/// statements of a burst, has its next request served instead of a 57P01
+/// crossing it on the wire: behind a load balancer, a client that
+/// connects per transaction never sees a replica's rolling restart.
+pub(crate) const SHUTDOWN_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The session a relay serves, for moves.
 #[derive(Clone)]
@@ -183,6 +193,7 @@ impl Relay {
                 fatal_forwarded: false,
                 close_deadline: Instant::now(),
                 drain_deadline: None,
+                last_client_read: Instant::now(),
             },
             late: LateNotices::default(),
         }
@@ -325,6 +336,7 @@ impl Relay {
                 self.close(RelayEnd::ClientClosed);
             }
             Ok(_) => {
+                self.flow.last_client_read = Instant::now();
                 let framed = self.frame_client();
                 self.after_client_framed(framed);
                 if server_open {
@@ -361,7 +373,16 @@ impl Relay {
     fn arm_timer(&mut self) -> bool {
         let running = self.flow.phase == Phase::Running;
         let next = if running {
-            let drain = self.flow.drain_deadline;
+            let drain = self.flow.drain_deadline.map(|d| {
+                // The end of an idle session's grace, while still ahead (a
+                // passed one would fire on every turn).
+                let grace = self.flow.last_client_read + SHUTDOWN_IDLE_GRACE;
+                if grace > Instant::now() {
+                    d.min(grace)
+                } else {
+                    d
+                }
+            });
             let moving = self.moving.deadline();
             match (drain, moving) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -413,3 +413,124 @@ async fn a_malformed_store_url_is_refused_naming_the_key() {
         "{text}"
     );
 }
+
+/// Every replica restarted in turn (SIGTERM, start again) while pgbench
+/// runs through a load balancer in front of the fleet, a connection per
+/// transaction: the leader's seat changes hands and no transaction fails.
+async fn a_rolling_restart_is_never_seen_by_clients(kind: Kind) {
+    let s = setup(kind).await;
+    let mut fleet = Fleet::new(&s.url, &s.server.addr());
+    let a = fleet.start("a").await;
+    fleet.agreed_leader(&[a], &["a"]).await;
+    let b = fleet.start("b").await;
+    let c = fleet.start("c").await;
+    fleet.agreed_leader(&[a, b, c], &["a"]).await;
+    let lb = crate::harness::fleet::Balancer::start(fleet.ports()).await;
+    let script = fleet.dir().join("select.sql");
+    std::fs::write(&script, "\\set x random(1, 1000)\nSELECT :x;\n").unwrap();
+    let port = lb.addr.port().to_string();
+    let script_arg = script.display().to_string();
+    let bench = tokio::spawn(async move {
+        crate::harness::programs::pgbench(
+            &port,
+            &[
+                "-n",
+                "-C",
+                "-c",
+                "2",
+                "-j",
+                "2",
+                "-T",
+                "25",
+                "-f",
+                &script_arg,
+            ],
+        )
+        .await
+    });
+    for id in ["a", "b", "c"] {
+        let i = fleet.index(id);
+        fleet.stop(i).await;
+        lb.set_ports(fleet.ports());
+        fleet.start(id).await;
+        lb.set_ports(fleet.ports());
+        fleet.agreed_leader(&[a, b, c], &["a", "b", "c"]).await;
+    }
+    assert!(
+        !bench.is_finished(),
+        "pgbench ended before the restarts did: the test proved nothing"
+    );
+    let out = bench.await.unwrap();
+    let text = crate::harness::programs::show(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("number of failed transactions: 0"), "{text}");
+    let terms = fleet
+        .events()
+        .iter()
+        .filter(|e| e.event == "elected")
+        .count();
+    // The leader (a) was restarted first: its seat changed hands.
+    assert!(terms >= 2, "no new term: {:?}", fleet.events());
+    assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn postgres_store_a_rolling_restart_is_never_seen_by_clients() {
+    a_rolling_restart_is_never_seen_by_clients(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn etcd_store_a_rolling_restart_is_never_seen_by_clients() {
+    a_rolling_restart_is_never_seen_by_clients(Kind::Etcd).await;
+}
+
+/// A three-member etcd, one member killed: the replicas, which name every
+/// member, carry on through the other two: the fleet keeps one leader and
+/// every replica still reads the store.
+#[tokio::test]
+async fn etcd_store_a_killed_member_is_survived() {
+    let server = start_servers(1).await.remove(0);
+    let mut etcd = TestEtcd::start(3).await;
+    let mut fleet = Fleet::new(&etcd.url(), &server.addr());
+    let a = fleet.start("a").await;
+    fleet.agreed_leader(&[a], &["a"]).await;
+    let b = fleet.start("b").await;
+    let c = fleet.start("c").await;
+    fleet.agreed_leader(&[a, b, c], &["a"]).await;
+    let before = fleet.events().len();
+
+    let killed = pgbaton::protocol::write::timestamptz(std::time::SystemTime::now());
+    etcd.kill(0);
+    // Every replica reads all three nodes again after the kill, through
+    // the members that are left (the timestamps compare as text).
+    let leader = fleet.agreed_leader(&[a, b, c], &["a", "b", "c"]).await;
+    for i in [a, b, c] {
+        crate::harness::wait_for("the replica reads the store after the kill", || async {
+            let Some(rows) = fleet.cluster(i).await else {
+                return false;
+            };
+            rows.len() == 3
+                && rows
+                    .iter()
+                    .all(|r| col(r, "last_seen").is_some_and(|t| t > killed.as_str()))
+        })
+        .await;
+        let text = psql_cluster(&fleet, i).await;
+        assert!(text.contains("reachable; term"), "{text}");
+    }
+    let client = fleet.client(fleet.index(&leader), "postgres").await;
+    assert_eq!(
+        crate::harness::one(&client, "SELECT 'still here'").await,
+        "still here"
+    );
+    let lost: Vec<_> = fleet.events()[before..]
+        .iter()
+        .filter(|e| e.event == "lease_lost")
+        .cloned()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "leases lapsed over one member's loss: {lost:?}"
+    );
+    assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}

@@ -11,9 +11,15 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
     TxnOpResponse,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub struct EtcdStore {
-    client: Client,
+    endpoints: Vec<String>,
+    /// One client per member, made on first use and dropped when its
+    /// member stops answering.
+    clients: tokio::sync::Mutex<Vec<Option<Client>>>,
+    /// The member that answered last: tried first.
+    current: AtomicUsize,
     shown: String,
     timeout: Duration,
 }
@@ -28,8 +34,9 @@ fn versioned(kv: &KeyValue) -> Versioned {
 }
 
 impl EtcdStore {
-    /// Connects to the members (`http://host:port`). The client balances
-    /// over them and tries another when one fails.
+    /// Connects to the first member (`http://host:port`) that answers. A
+    /// call whose member fails goes to the next one: the etcd client's own
+    /// balancer keeps sending some calls to a dead member.
     pub async fn open(endpoints: &[String], timeout: Duration) -> Result<EtcdStore, StoreError> {
         let shown = format!(
             "etcd://{}",
@@ -39,24 +46,16 @@ impl EtcdStore {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let options = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout)
-            .with_keep_alive(timeout, timeout);
-        let client = within(&shown, timeout, async {
-            Client::connect(endpoints, Some(options))
-                .await
-                .map_err(|e| StoreError::Unreachable {
-                    store: shown.clone(),
-                    reason: e.to_string(),
-                })
-        })
-        .await?;
-        Ok(EtcdStore {
-            client,
+        let store = EtcdStore {
+            endpoints: endpoints.to_vec(),
+            clients: tokio::sync::Mutex::new(vec![None; endpoints.len()]),
+            current: AtomicUsize::new(0),
             shown,
             timeout,
-        })
+        };
+        // Fails as unreachable when no member answers.
+        store.get("/pgbaton/").await?;
+        Ok(store)
     }
 
     fn error(&self, e: etcd_client::Error) -> StoreError {
@@ -81,9 +80,84 @@ impl EtcdStore {
         }
     }
 
-    fn client(&self) -> Client {
-        // Cheap: the client is a set of handles on one channel.
-        self.client.clone()
+    /// The time one member may take: all of them fit in one timeout.
+    fn per_member(&self) -> Duration {
+        self.timeout / self.endpoints.len().max(1) as u32
+    }
+
+    async fn client_at(&self, i: usize) -> Result<Client, StoreError> {
+        if let Some(c) = &self.clients.lock().await[i] {
+            // Cheap: a set of handles on one channel.
+            return Ok(c.clone());
+        }
+        let per = self.per_member();
+        let options = ConnectOptions::new()
+            .with_connect_timeout(per)
+            .with_timeout(per)
+            .with_keep_alive(self.timeout, self.timeout);
+        let c = Client::connect([self.endpoints[i].as_str()], Some(options))
+            .await
+            .map_err(|e| self.error(e))?;
+        self.clients.lock().await[i] = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs `f` on a member's client, the last good member first, the
+    /// others after it when one is unreachable. Every write is guarded, so
+    /// a write retried after a lost answer fails its guard instead of
+    /// applying twice.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        within(&self.shown, self.timeout, async {
+            let n = self.endpoints.len();
+            let first = self.current.load(Ordering::Relaxed);
+            let mut last = None;
+            for k in 0..n {
+                let i = (first + k) % n;
+                let attempt = async {
+                    let client = self.client_at(i).await?;
+                    f(client).await
+                };
+                let result = match tokio::time::timeout(self.per_member(), attempt).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::Unreachable {
+                        store: self.shown.clone(),
+                        reason: format!(
+                            "{} gave no answer within {:?}",
+                            self.endpoints[i],
+                            self.per_member()
+                        ),
+                    }),
+                };
+                match result {
+                    Err(e) if e.is_unreachable() => {
+                        self.clients.lock().await[i] = None;
+                        last = Some(e);
+                    }
+                    other => {
+                        self.current.store(i, Ordering::Relaxed);
+                        return other;
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| StoreError::Unreachable {
+                store: self.shown.clone(),
+                reason: "no members".into(),
+            }))
+        })
+        .await
+    }
+}
+
+fn holds(cond: &Cond, current: &Option<Versioned>) -> bool {
+    match (cond, current) {
+        (Cond::Absent, None) => true,
+        (Cond::ModRev(r), Some(v)) => v.mod_rev == *r,
+        (Cond::CreateRev(r), Some(v)) => v.create_rev == *r,
+        _ => false,
     }
 }
 
@@ -93,20 +167,15 @@ impl CoordStore for EtcdStore {
     }
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
-        Box::pin(within(&self.shown, self.timeout, async move {
-            let resp = self
-                .client()
-                .get(key, None)
-                .await
-                .map_err(|e| self.error(e))?;
+        Box::pin(self.call(move |mut c| async move {
+            let resp = c.get(key, None).await.map_err(|e| self.error(e))?;
             Ok(resp.kvs().first().map(versioned))
         }))
     }
 
     fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<(String, Versioned)>> {
-        Box::pin(within(&self.shown, self.timeout, async move {
-            let resp = self
-                .client()
+        Box::pin(self.call(move |mut c| async move {
+            let resp = c
                 .get(prefix, Some(GetOptions::new().with_prefix()))
                 .await
                 .map_err(|e| self.error(e))?;
@@ -124,36 +193,41 @@ impl CoordStore for EtcdStore {
     }
 
     fn txn<'a>(&'a self, guards: Vec<(String, Cond)>, ops: Vec<Op>) -> StoreFuture<'a, TxnOutcome> {
-        Box::pin(within(&self.shown, self.timeout, async move {
-            let compares: Vec<Compare> = guards
-                .iter()
-                .map(|(key, cond)| match cond {
-                    Cond::Absent => Compare::version(key.as_str(), CompareOp::Equal, 0),
-                    Cond::ModRev(r) => {
-                        Compare::mod_revision(key.as_str(), CompareOp::Equal, *r as i64)
-                    }
-                    Cond::CreateRev(r) => {
-                        Compare::create_revision(key.as_str(), CompareOp::Equal, *r as i64)
-                    }
+        let compares: Vec<Compare> = guards
+            .iter()
+            .map(|(key, cond)| match cond {
+                Cond::Absent => Compare::version(key.as_str(), CompareOp::Equal, 0),
+                Cond::ModRev(r) => Compare::mod_revision(key.as_str(), CompareOp::Equal, *r as i64),
+                Cond::CreateRev(r) => {
+                    Compare::create_revision(key.as_str(), CompareOp::Equal, *r as i64)
+                }
+            })
+            .collect();
+        let then: Vec<TxnOp> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value, lease } => TxnOp::put(
+                    key.as_str(),
+                    value.clone(),
+                    lease.map(|l| PutOptions::new().with_lease(l)),
+                ),
+                Op::Delete { key } => TxnOp::delete(key.as_str(), None),
+            })
+            .collect();
+        let otherwise: Vec<TxnOp> = guards
+            .iter()
+            .map(|(key, _)| TxnOp::get(key.as_str(), None))
+            .collect();
+        Box::pin(async move {
+            let resp = self
+                .call(|mut c| {
+                    let txn = Txn::new()
+                        .when(compares.clone())
+                        .and_then(then.clone())
+                        .or_else(otherwise.clone());
+                    async move { c.txn(txn).await.map_err(|e| self.error(e)) }
                 })
-                .collect();
-            let then: Vec<TxnOp> = ops
-                .iter()
-                .map(|op| match op {
-                    Op::Put { key, value, lease } => TxnOp::put(
-                        key.as_str(),
-                        value.clone(),
-                        lease.map(|l| PutOptions::new().with_lease(l)),
-                    ),
-                    Op::Delete { key } => TxnOp::delete(key.as_str(), None),
-                })
-                .collect();
-            let otherwise: Vec<TxnOp> = guards
-                .iter()
-                .map(|(key, _)| TxnOp::get(key.as_str(), None))
-                .collect();
-            let txn = Txn::new().when(compares).and_then(then).or_else(otherwise);
-            let resp = self.client().txn(txn).await.map_err(|e| self.error(e))?;
+                .await?;
             if resp.succeeded() {
                 let rev = resp.header().map_or(0, |h| h.revision()) as u64;
                 return Ok(TxnOutcome::Committed { rev });
@@ -168,34 +242,24 @@ impl CoordStore for EtcdStore {
                 .collect();
             for (i, (_, cond)) in guards.iter().enumerate() {
                 let current = currents.get(i).cloned().flatten();
-                let holds = match (cond, &current) {
-                    (Cond::Absent, None) => true,
-                    (Cond::ModRev(r), Some(v)) => v.mod_rev == *r,
-                    (Cond::CreateRev(r), Some(v)) => v.create_rev == *r,
-                    _ => false,
-                };
-                if !holds {
+                if !holds(cond, &current) {
                     return Ok(TxnOutcome::Conflict { guard: i, current });
                 }
             }
-            // The reads of the else branch saw every guard hold: another
-            // write came between the compare and them. Say the first.
+            // The else branch's reads run in the same transaction as the
+            // compares, so one of them failed; say the first.
             Ok(TxnOutcome::Conflict {
                 guard: 0,
                 current: currents.first().cloned().flatten(),
             })
-        }))
+        })
     }
 
     fn lease_grant(&self, ttl: Duration) -> StoreFuture<'_, Lease> {
         // etcd counts in whole seconds and grants at least its minimum.
         let secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
-        Box::pin(within(&self.shown, self.timeout, async move {
-            let resp = self
-                .client()
-                .lease_grant(secs, None)
-                .await
-                .map_err(|e| self.error(e))?;
+        Box::pin(self.call(move |mut c| async move {
+            let resp = c.lease_grant(secs, None).await.map_err(|e| self.error(e))?;
             Ok(Lease {
                 id: resp.id(),
                 ttl: Duration::from_secs(resp.ttl().max(1) as u64),
@@ -204,9 +268,8 @@ impl CoordStore for EtcdStore {
     }
 
     fn lease_keepalive(&self, id: LeaseId) -> StoreFuture<'_, bool> {
-        Box::pin(within(&self.shown, self.timeout, async move {
-            let mut client = self.client();
-            let (mut keeper, mut stream) = match client.lease_keep_alive(id).await {
+        Box::pin(self.call(move |mut c| async move {
+            let (mut keeper, mut stream) = match c.lease_keep_alive(id).await {
                 Ok(k) => k,
                 Err(etcd_client::Error::LeaseKeepAliveError(_)) => return Ok(false),
                 Err(e) => return Err(self.error(e)),
@@ -230,8 +293,8 @@ impl CoordStore for EtcdStore {
     }
 
     fn lease_revoke(&self, id: LeaseId) -> StoreFuture<'_, ()> {
-        Box::pin(within(&self.shown, self.timeout, async move {
-            match self.client().lease_revoke(id).await {
+        Box::pin(self.call(move |mut c| async move {
+            match c.lease_revoke(id).await {
                 Ok(_) => Ok(()),
                 Err(e) => match self.error(e) {
                     StoreError::LeaseNotFound { .. } => Ok(()),

@@ -88,13 +88,27 @@ impl Fleet {
             .spawn()
             .expect("pgbaton starts");
         let pid = child.id().unwrap();
-        self.replicas.push(Replica {
+        let replica = Replica {
             id: id.to_string(),
             port,
             pid,
             child: Some(child),
-        });
-        let i = self.replicas.len() - 1;
+        };
+        // A restart takes the place of the stopped process of that id.
+        let i = match self
+            .replicas
+            .iter()
+            .position(|r| r.id == id && r.child.is_none())
+        {
+            Some(i) => {
+                self.replicas[i] = replica;
+                i
+            }
+            None => {
+                self.replicas.push(replica);
+                self.replicas.len() - 1
+            }
+        };
         for _ in 0..200 {
             if self.cluster(i).await.is_some() {
                 return i;
@@ -150,6 +164,19 @@ impl Fleet {
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         (out.status, text)
+    }
+
+    /// The client ports of the running replicas.
+    pub fn ports(&self) -> Vec<u16> {
+        self.replicas
+            .iter()
+            .filter(|r| r.child.is_some())
+            .map(|r| r.port)
+            .collect()
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir.path
     }
 
     pub fn log(&self, id: &str) -> String {
@@ -253,5 +280,53 @@ impl Drop for Fleet {
                 let _ = c.start_kill();
             }
         }
+    }
+}
+
+/// A TCP load balancer in front of a fleet, as users run one: each new
+/// connection goes to the next replica that accepts it (a replica that is
+/// stopping refuses, so the next one gets it).
+pub struct Balancer {
+    pub addr: std::net::SocketAddr,
+    ports: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    pub async fn start(ports: Vec<u16>) -> Balancer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ports = std::sync::Arc::new(std::sync::Mutex::new(ports));
+        let shared = ports.clone();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let candidates = shared.lock().unwrap().clone();
+                next = next.wrapping_add(1);
+                tokio::spawn(async move {
+                    for k in 0..candidates.len() {
+                        let port = candidates[(next + k) % candidates.len()];
+                        if let Ok(mut server) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                        {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Balancer { addr, ports, task }
+    }
+
+    /// Replaces the replicas' ports (after a restart on a new port).
+    pub fn set_ports(&self, ports: Vec<u16>) {
+        *self.ports.lock().unwrap() = ports;
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
