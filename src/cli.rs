@@ -64,6 +64,10 @@ pub struct DemoArgs {
     /// Address for the demo proxy.
     #[arg(long, default_value = "127.0.0.1:6432")]
     pub listen: String,
+    /// Run this many pgbaton replicas (processes) on consecutive ports,
+    /// sharing a coordination store in the demo's first server.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=9))]
+    pub replicas: u16,
 }
 
 impl ServeArgs {

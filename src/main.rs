@@ -54,6 +54,12 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             pgbaton::say!(
+                "cluster store {}, node id {}, lease_ttl {:?}",
+                c.cluster.store,
+                c.cluster.node_id_or_default(c.listen),
+                c.cluster.lease_ttl
+            );
+            pgbaton::say!(
                 "{} user(s), {} admin user(s)",
                 c.users.len(),
                 c.admin_users.len()
@@ -72,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             init_tracing(LogFormat::Text);
             let (runtime, _) = runtime(2, Duration::ZERO)?;
             runtime
-                .block_on(pgbaton::demo::run(&args.listen))
+                .block_on(pgbaton::demo::run(&args.listen, args.replicas))
                 .map_err(Into::into)
         }
     }

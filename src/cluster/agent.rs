@@ -207,10 +207,15 @@ impl Cluster {
                 source,
             })?;
         let me = settings.node_id_or_default(listen);
-        let client_addr = settings
-            .advertise_client
-            .clone()
-            .unwrap_or_else(|| listen.to_string());
+        // Listening on every interface says nothing to another host: the
+        // hostname with the port does (a container's service name).
+        let client_addr = settings.advertise_client.clone().unwrap_or_else(|| {
+            if listen.ip().is_unspecified() {
+                format!("{}:{}", crate::config::cluster::hostname(), listen.port())
+            } else {
+                listen.to_string()
+            }
+        });
         let admin_addr = settings
             .advertise_admin
             .clone()

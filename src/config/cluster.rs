@@ -51,12 +51,7 @@ impl ClusterSettings {
         if let Some(id) = &self.node_id {
             return id.clone();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "pgbaton".into());
-        format!("{host}-{}", listen.port())
+        format!("{}-{}", hostname(), listen.port())
     }
 
     /// How long one store call may take: renewals every TTL/3 plus two
@@ -65,6 +60,15 @@ impl ClusterSettings {
     pub fn store_timeout(&self) -> Duration {
         self.lease_ttl / 4
     }
+}
+
+/// This machine's (or container's) hostname; `pgbaton` when unknown.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pgbaton".into())
 }
 
 fn valid_node_id(id: &str) -> bool {

@@ -2,7 +2,7 @@
 //! validated [`Config`] that the rest of pgbaton receives. Config is plain data
 //! handed down explicitly; nothing reads a global.
 
-mod cluster;
+pub mod cluster;
 mod duration;
 mod file;
 pub mod store_url;
