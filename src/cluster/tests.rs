@@ -320,3 +320,29 @@ fn the_checker_fails_a_history_with_two_leaders_in_one_term() {
     let v = history::check(&reused, true);
     assert!(v.iter().any(|l| l.starts_with("I2")), "{v:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_loses_its_seat_involuntarily_is_charged_once() {
+    let fleet = Fleet::new();
+    let a = fleet.join("a").await;
+    until(&a, "a leads", |v| v.role == Role::Leader).await;
+    let b = fleet.join("b").await;
+    until(&b, "b sees two", |v| v.nodes.len() == 2).await;
+    // Someone (an operator, a bug) deletes the seat under a.
+    fleet
+        .store
+        .txn(vec![], vec![Op::delete(super::records::LEADER)])
+        .await
+        .unwrap();
+    let v = until(&b, "a charged", |v| failures(v, "a") == 1).await;
+    assert_eq!(failures(&v, "b"), 1);
+    // a (joined first) wins the seat back in a new term; nothing more is
+    // charged.
+    let v = until(&b, "a leads term 2", |v| v.term == 2 && v.leader.is_some()).await;
+    assert_eq!(v.leader.as_deref(), Some("a"));
+    tokio::time::sleep(TTL * 3).await;
+    let v = b.cluster.view();
+    assert_eq!((failures(&v, "a"), failures(&v, "b")), (1, 1));
+    assert_eq!(fleet.events("charged").len(), 1);
+    assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}

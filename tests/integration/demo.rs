@@ -62,10 +62,16 @@ struct Demo {
 impl Demo {
     /// Starts the demo on a free port and reads its banner.
     async fn start() -> Demo {
+        Demo::start_with(&[]).await
+    }
+
+    /// As [`Demo::start`], with more arguments.
+    async fn start_with(args: &[&str]) -> Demo {
         let listen = format!("127.0.0.1:{}", free_port());
         // kill_on_drop: a panicking test SIGKILLs the demo when `child` drops.
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgbaton"))
             .args(["demo", "--listen", &listen])
+            .args(args)
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -298,5 +304,83 @@ async fn demo_piped_and_interrupted_still_cleans_up() {
         .expect("the demo exits in time after SIGINT")
         .expect("waiting for the demo");
     assert!(status.success(), "the demo exited with {status}");
+    demo.assert_nothing_left().await;
+}
+
+/// `pgbaton demo --replicas 3`: three replica processes on consecutive ports
+/// that form one fleet; kill -9 of the leader's pid (as the banner says) and
+/// another takes over; SIGTERM removes everything, replicas included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_three_replicas_elects_a_leader_and_survives_its_kill() {
+    let mut demo = Demo::start_with(&["--replicas", "3"]).await;
+    // "  replica r1     127.0.0.1:P   pid X"
+    let replicas: Vec<(String, String, i32)> = demo
+        .banner
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("replica "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let port = w[1].rsplit(':').next().unwrap().to_string();
+            (w[0].to_string(), port, w[3].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(replicas.len(), 3, "{}", demo.banner.join("\n"));
+    let leader_at = |port: String| async move {
+        let conn = format!("host=127.0.0.1 port={port} user=postgres dbname=pgbaton");
+        let out = psql(&conn, "SHOW CLUSTER").await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rows: Vec<&str> = text.lines().collect();
+        let leader = rows
+            .iter()
+            .find(|r| r.split('|').nth(3) == Some("leader"))
+            .map(|r| r.split('|').next().unwrap().to_string());
+        (rows.len(), leader)
+    };
+    let first = crate::harness::wait_for_value("three replicas and a leader", || {
+        let port = replicas[0].1.clone();
+        async move {
+            match leader_at(port).await {
+                (3, Some(l)) => Some(l),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    let (_, _, pid) = replicas.iter().find(|(id, _, _)| *id == first).unwrap();
+    // SAFETY: kill(2) on a replica the demo started.
+    unsafe { libc::kill(*pid, libc::SIGKILL) };
+    let survivor = replicas.iter().find(|(id, _, _)| *id != first).unwrap();
+    let second = crate::harness::wait_for_value("another leader", || {
+        let port = survivor.1.clone();
+        let first = first.clone();
+        async move {
+            match leader_at(port).await {
+                (_, Some(l)) if l != first => Some(l),
+                _ => None,
+            }
+        }
+    })
+    .await;
+    assert_ne!(second, first);
+
+    demo.signal(libc::SIGTERM);
+    let status = tokio::time::timeout(LIMIT, async {
+        let out = demo.out.as_mut().unwrap();
+        while let Ok(Some(_)) = out.next_line().await {}
+        demo.child.wait().await
+    })
+    .await
+    .expect("the demo exits in time after SIGTERM")
+    .expect("waiting for the demo");
+    assert!(status.success(), "{status}\n{}", demo.log_text());
+    for (id, port, _) in &replicas {
+        let addr = format!("127.0.0.1:{port}");
+        assert!(
+            tokio::net::TcpStream::connect(&addr).await.is_err(),
+            "replica {id} still listens on {addr}"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("pgbaton-demo-fleet-{}", demo.pid));
+    assert!(!dir.exists(), "{} is left", dir.display());
     demo.assert_nothing_left().await;
 }
