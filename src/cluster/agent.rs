@@ -608,6 +608,9 @@ impl Agent {
             self.term_seen = self.term_seen.max(*t);
         }
         self.check_seat(&snap, reg);
+        if self.leading.is_none() {
+            self.release_stale_seat(store, &snap, reg).await?;
+        }
         if self.owed_failure {
             self.charge_self(store, &snap).await?;
         }
@@ -637,6 +640,38 @@ impl Agent {
         if !holds {
             self.step_down("the leader key is no longer this node's", true);
         }
+    }
+
+    /// A seat this node still holds at the store after it stopped leading
+    /// (its deadline passed while the store was slow, and the lease lived):
+    /// nobody else would campaign while the key is there, so give it back.
+    async fn release_stale_seat(
+        &mut self,
+        store: &dyn CoordStore,
+        snap: &Snapshot,
+        reg: Registration,
+    ) -> Result<(), StoreError> {
+        let Some((rec, v)) = &snap.leader else {
+            return Ok(());
+        };
+        if rec.node != self.me || rec.instance != reg.instance {
+            return Ok(());
+        }
+        let out = store
+            .txn(
+                vec![(LEADER.to_string(), Cond::CreateRev(v.create_rev))],
+                vec![Op::delete(LEADER)],
+            )
+            .await?;
+        if let TxnOutcome::Committed { rev } = out {
+            self.record(
+                "released",
+                rec.term,
+                rev,
+                "gave back a seat it had stopped acting on".into(),
+            );
+        }
+        Ok(())
     }
 
     async fn charge_self(
