@@ -117,15 +117,32 @@ pub(crate) struct Flow {
     /// Once pgbaton is stopping: when sessions are closed regardless.
     pub(crate) drain_deadline: Option<Instant>,
     /// When the client last sent bytes: at shutdown an idle session is
-    /// closed only once it has been quiet for [`SHUTDOWN_IDLE_GRACE`].
+    /// closed only once it has been quiet for [`SHUTDOWN_IDLE_GRACE`], or
+    /// once a request it sent after the shutdown began is answered.
     pub(crate) last_client_read: Instant,
+    /// When this session learned that pgbaton is stopping.
+    pub(crate) drain_started: Option<Instant>,
 }
 
-/// How long a session must have been quiet before a shutdown closes it at
-/// a safe point. A client that just logged in, or is between the
-/// statements of a burst, has its next request served instead of a 57P01
-/// crossing it on the wire: behind a load balancer, a client that
-/// connects per transaction never sees a replica's rolling restart.
+impl Flow {
+    /// At a shutdown's safe point: may the session be closed now? Yes once
+    /// a request sent after the shutdown began is answered (the session is
+    /// busy: close it between its transactions), or once it has been quiet
+    /// for the grace.
+    pub(crate) fn quiet_enough_to_close(&self) -> bool {
+        self.drain_started
+            .is_some_and(|started| self.last_client_read >= started)
+            || self.last_client_read.elapsed() >= SHUTDOWN_IDLE_GRACE
+    }
+}
+
+/// How long a session that has sent nothing since the shutdown began must
+/// have been quiet before the shutdown closes it at a safe point. A client
+/// that just logged in, or is between the statements of a burst, has its
+/// next request served instead of a 57P01 crossing it on the wire: behind
+/// a load balancer, a client that connects per transaction never sees a
+/// replica's rolling restart. A session that sent a request after the
+/// shutdown began is closed at the safe point after its answer, as before.
 pub(crate) const SHUTDOWN_IDLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The session a relay serves, for moves.
@@ -194,6 +211,7 @@ impl Relay {
                 close_deadline: Instant::now(),
                 drain_deadline: None,
                 last_client_read: Instant::now(),
+                drain_started: None,
             },
             late: LateNotices::default(),
         }
@@ -237,6 +255,9 @@ impl Relay {
 
     async fn run_inner(&mut self, shutdown: &mut watch::Receiver<Option<Instant>>) -> RelayEnd {
         self.flow.drain_deadline = *shutdown.borrow();
+        if self.flow.drain_deadline.is_some() {
+            self.flow.drain_started = Some(Instant::now());
+        }
         // Waits for the shutdown signal; one future for the whole session,
         // not a new waiter registered on every turn of the loop.
         let mut rx = shutdown.clone();
@@ -307,6 +328,7 @@ impl Relay {
                 },
                 deadline = &mut shutdown_signal, if !w.draining && w.running => {
                     self.flow.drain_deadline = Some(deadline);
+                    self.flow.drain_started = Some(Instant::now());
                 },
                 event = next_event(&mut self.moving), if w.move_waits && w.running => self.move_event(event),
                 msg = self.late.recv(), if self.late.is_open() => match msg {

@@ -53,7 +53,7 @@ impl Relay {
             && self.flow.drain_deadline.is_some()
             && self.ledger.in_flight().is_safe_point()
             && self.server.owed == 0
-            && self.flow.last_client_read.elapsed() >= super::relay::SHUTDOWN_IDLE_GRACE
+            && self.flow.quiet_enough_to_close()
         {
             self.close_with_fatal(
                 SqlState::ADMIN_SHUTDOWN,

@@ -1,5 +1,6 @@
 //! Graceful shutdown through `ProxyHandle::shutdown` (what SIGTERM calls):
-//! idle sessions are closed with 57P01 at once, sessions in a transaction may
+//! idle sessions are closed with 57P01 once quiet for a second or answered,
+//! sessions in a transaction may
 //! finish it until `shutdown_timeout`, new connections are refused, and the
 //! proxy task ends once every session has.
 
@@ -243,4 +244,43 @@ async fn a_shutdown_requested_before_the_proxy_runs_still_stops_it() {
     tokio::time::timeout(LIMIT, proxy.run())
         .await
         .expect("the proxy stops");
+}
+
+/// A busy client, never a second quiet (the idle grace of a shutdown never
+/// runs out for it), is still closed between its requests, with 57P01,
+/// long before `shutdown_timeout`: not cut at the deadline.
+#[tokio::test]
+async fn a_busy_session_is_closed_between_requests_not_at_the_deadline() {
+    let servers = start_servers(1).await;
+    let mut config = TestProxy::config(&[&servers[0]], "");
+    config.shutdown_timeout = LONG;
+    let proxy = TestProxy::start(config).await;
+    let (client, conn) = tokio_postgres::connect(
+        &proxy.conn_str("postgres", "postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    client.simple_query("SELECT 1").await.unwrap();
+    proxy.handle.shutdown();
+    tokio::time::timeout(LIMIT, async {
+        // Pacing of a busy client, not a wait for an event.
+        while client.simple_query("SELECT 1").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the busy session is closed before shutdown_timeout");
+    let err = conn
+        .await
+        .unwrap()
+        .expect_err("the connection ends with the FATAL");
+    let db = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(db.code().code(), "57P01", "{db:?}");
+    assert!(
+        !db.message().contains("shutdown_timeout"),
+        "{}",
+        db.message()
+    );
 }
