@@ -59,7 +59,23 @@ impl EtcdStore {
     }
 
     fn error(&self, e: etcd_client::Error) -> StoreError {
-        let text = e.to_string();
+        let text = match &e {
+            // tonic's own text of a status carries its whole source chain in
+            // Debug form: say the status's message and the root cause.
+            etcd_client::Error::GRpcStatus(s) => {
+                let mut root = None;
+                let mut cause = std::error::Error::source(s);
+                while let Some(c) = cause {
+                    root = Some(c.to_string());
+                    cause = c.source();
+                }
+                match root {
+                    Some(r) if r != s.message() => format!("{}: {r}", s.message()),
+                    _ => s.message().to_string(),
+                }
+            }
+            other => other.to_string(),
+        };
         match e {
             etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found") => {
                 StoreError::LeaseNotFound {
