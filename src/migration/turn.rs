@@ -14,6 +14,7 @@ use std::time::Duration;
 pub struct CutoverTurn {
     _gate: Option<tokio::sync::OwnedRwLockWriteGuard<()>>,
     _turn: tokio::sync::OwnedMutexGuard<()>,
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Longest a cutover with its turn waits for the pre-stagings in flight
@@ -35,12 +36,22 @@ async fn take_turn(
     turn: Arc<tokio::sync::Mutex<()>>,
     gate: Arc<tokio::sync::RwLock<()>>,
 ) -> CutoverTurn {
-    let turn = turn.lock_owned().await;
-    let gate = tokio::time::timeout(GATE_WAIT, gate.write_owned())
-        .await
-        .ok();
     CutoverTurn {
-        _gate: gate,
-        _turn: turn,
+        _gate: None,
+        _turn: turn.lock_owned().await,
+        gate,
+    }
+}
+
+impl CutoverTurn {
+    /// Takes the gate too, at the safe point where the cutover runs: a
+    /// session whose turn came while it was busy gives the turn back
+    /// without ever holding the gate (which would stall every pre-staging
+    /// for nothing).
+    pub async fn gated(mut self) -> CutoverTurn {
+        self._gate = tokio::time::timeout(GATE_WAIT, self.gate.clone().write_owned())
+            .await
+            .ok();
+        self
     }
 }

@@ -163,6 +163,7 @@ impl Relay {
         let Some(ctx) = self.ctx.clone() else {
             return self.finish_move(m, Err(MoveError::Ended));
         };
+        let turn = turn.gated().await;
         let budget = m.env.config.cutover_budget;
         let parts = Parts {
             server: &mut self.server,
