@@ -117,6 +117,8 @@ struct Snapshot {
     nodes: Vec<(NodeRecord, Versioned)>,
     reliability: HashMap<String, (Reliability, Versioned)>,
     leader: Option<(LeaderRecord, Versioned)>,
+    /// The seat's key when it holds something that is not a record.
+    garbled_seat: Option<Versioned>,
     term: Option<(u64, Versioned)>,
 }
 
@@ -403,19 +405,39 @@ impl Agent {
         }
         let mut reliability = HashMap::new();
         for (k, v) in store.list(RELIABILITY).await? {
-            if let Some(r) = decode::<Reliability>(&v.value) {
-                reliability.insert(k[RELIABILITY.len()..].to_string(), (r, v));
-            }
+            // A record that does not decode counts as a clean slate; its
+            // revision still guards the write that replaces it.
+            let r = decode::<Reliability>(&v.value).unwrap_or_default();
+            reliability.insert(k[RELIABILITY.len()..].to_string(), (r, v));
         }
-        let leader = store
-            .get(LEADER)
-            .await?
+        // A seat that does not decode is held by nobody: a campaign
+        // replaces it, guarded on its revision.
+        let leader_raw = store.get(LEADER).await?;
+        let leader = leader_raw
+            .clone()
             .and_then(|v| decode::<LeaderRecord>(&v.value).map(|l| (l, v)));
-        let term = store.get(TERM).await?.map(|v| (decode_term(&v.value), v));
+        let garbled_seat = leader_raw.filter(|_| leader.is_none());
+        let term = match store.get(TERM).await? {
+            None => None,
+            Some(v) => match decode_term(&v.value) {
+                Some(t) => Some((t, v)),
+                // Reusing a term would break fencing: refuse to go on.
+                None => {
+                    return Err(fail(
+                        store,
+                        format!(
+                            "{TERM} holds {:?}, not a term; fix or delete it",
+                            String::from_utf8_lossy(&v.value)
+                        ),
+                    ))
+                }
+            },
+        };
         Ok(Snapshot {
             nodes,
             reliability,
             leader,
+            garbled_seat,
             term,
         })
     }
@@ -448,8 +470,10 @@ impl Agent {
     /// Registers under a new lease, charging the failure of an earlier run
     /// that ended without a clean resign.
     async fn register(&mut self, store: &dyn CoordStore) -> Result<(), Registered> {
-        let lease = store.lease_grant(self.ttl).await?;
+        // The lease runs from when the store granted it, which is after
+        // this: time the deadline from the request.
         let sent = Instant::now();
+        let lease = store.lease_grant(self.ttl).await?;
         let instance: u64 = rand::random();
         for _ in 0..10 {
             let snap = self.read(store).await?;
@@ -524,6 +548,28 @@ impl Agent {
                             rel.failures,
                             lease.ttl.as_millis()
                         ),
+                    );
+                    return Ok(());
+                }
+                // Our own registration, whose answer was lost (a retry on
+                // another member, a timeout after the commit): it stands.
+                TxnOutcome::Conflict {
+                    guard: 0,
+                    current: Some(v),
+                } if decode::<NodeRecord>(&v.value).is_some_and(|r| r.instance == instance) => {
+                    self.owed_failure = false;
+                    self.reg = Some(Registration {
+                        lease,
+                        instance,
+                        rev: v.create_rev,
+                    });
+                    self.deadline = Some(sent + lease.ttl.saturating_sub(self.timing.margin));
+                    self.next_renew = sent + lease.ttl / 3;
+                    self.record(
+                        "registered",
+                        self.term_seen,
+                        v.create_rev,
+                        "its answer was lost; the registration stands".into(),
                     );
                     return Ok(());
                 }
@@ -684,10 +730,16 @@ impl Agent {
         };
         let mut rel = rel.clone();
         rel.failures = rel.failures.saturating_add(1);
+        let Some(reg) = self.reg else { return Ok(()) };
         let key = reliability_key(&self.me);
+        // Only while this registration lives: when it lapsed, the next
+        // registration charges the incident (once).
         let outcome = store
             .txn(
-                vec![(key.clone(), Cond::ModRev(v.mod_rev))],
+                vec![
+                    (key.clone(), Cond::ModRev(v.mod_rev)),
+                    (node_key(&self.me), Cond::CreateRev(reg.rev)),
+                ],
                 vec![Op::put(key, encode(&rel))],
             )
             .await?;
@@ -738,14 +790,20 @@ impl Agent {
             Some((t, v)) => (*t, Cond::ModRev(v.mod_rev)),
             None => (0, Cond::Absent),
         };
-        let next = term + 1;
+        let Some(next) = term.checked_add(1) else {
+            return Err(fail(store, "the term has reached its maximum"));
+        };
         let rec = LeaderRecord {
             node: self.me.clone(),
             term: next,
             instance: reg.instance,
         };
+        let seat = match &snap.garbled_seat {
+            Some(v) => Cond::ModRev(v.mod_rev),
+            None => Cond::Absent,
+        };
         let guards = vec![
-            (LEADER.to_string(), Cond::Absent),
+            (LEADER.to_string(), seat),
             (TERM.to_string(), term_guard),
             (node_key(&self.me), Cond::CreateRev(reg.rev)),
         ];
@@ -847,10 +905,15 @@ impl Agent {
                 "charged {id}: its registration lapsed without a clean resign (failures {})",
                 charged.failures
             );
+            // The node's key must still be gone: it may have registered
+            // again (charging itself) between the two lists of the read.
             if self
                 .fenced(
                     store,
-                    vec![(key.clone(), Cond::ModRev(v.mod_rev))],
+                    vec![
+                        (key.clone(), Cond::ModRev(v.mod_rev)),
+                        (node_key(id), Cond::Absent),
+                    ],
                     vec![Op::put(key, encode(&charged))],
                     &what,
                 )

@@ -74,9 +74,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     serde_json::from_slice(bytes).ok()
 }
 
-pub fn decode_term(bytes: &[u8]) -> u64 {
+/// The term counter's value; `None` when it holds something else.
+pub fn decode_term(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
 }

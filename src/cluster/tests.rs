@@ -20,6 +20,13 @@ struct Link {
     /// The next keepalive's answer comes this late (the renewal itself is
     /// made at once): a store that is slow, not gone.
     slow_keepalive: std::sync::Mutex<Option<Duration>>,
+    /// The next transaction commits, and its answer is lost: the caller
+    /// hears what the same transaction, retried, says (as when etcd's
+    /// client retries on another member).
+    replay_next_txn: AtomicBool,
+    /// Ops applied to the store just before the next list of this prefix
+    /// answers: another replica's write landing between two reads.
+    before_list: std::sync::Mutex<Option<(String, Vec<Op>)>>,
 }
 
 impl Link {
@@ -48,12 +55,25 @@ impl CoordStore for Link {
     fn list<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, Vec<(String, Versioned)>> {
         Box::pin(async move {
             self.check()?;
+            let due = {
+                let mut hook = self.before_list.lock().unwrap();
+                match hook.as_ref() {
+                    Some((p, _)) if p == prefix => hook.take().map(|(_, ops)| ops),
+                    _ => None,
+                }
+            };
+            if let Some(ops) = due {
+                self.store.txn(vec![], ops).await?;
+            }
             self.store.list(prefix).await
         })
     }
     fn txn<'a>(&'a self, guards: Vec<(String, Cond)>, ops: Vec<Op>) -> StoreFuture<'a, TxnOutcome> {
         Box::pin(async move {
             self.check()?;
+            if self.replay_next_txn.swap(false, Ordering::SeqCst) {
+                self.store.txn(guards.clone(), ops.clone()).await?;
+            }
             self.store.txn(guards, ops).await
         })
     }
@@ -112,10 +132,20 @@ impl Fleet {
     }
 
     async fn try_join(&self, id: &str) -> Result<Replica, ClusterError> {
+        self.try_join_with(id, false).await
+    }
+
+    async fn try_join_with(
+        &self,
+        id: &str,
+        lose_first_answer: bool,
+    ) -> Result<Replica, ClusterError> {
         let link = Arc::new(Link {
             store: self.store.clone(),
             up: AtomicBool::new(true),
             slow_keepalive: Default::default(),
+            replay_next_txn: AtomicBool::new(false),
+            before_list: Default::default(),
         });
         let settings = ClusterSettings {
             node_id: Some(id.into()),
@@ -126,6 +156,8 @@ impl Fleet {
         let listen: SocketAddr = "127.0.0.1:6432".parse().unwrap();
         let store: Arc<dyn CoordStore> = link.clone();
         check_schema(&*store).await.unwrap();
+        link.replay_next_txn
+            .store(lose_first_answer, Ordering::SeqCst);
         let cluster = Cluster::start_on(&settings, listen, Some(store)).await?;
         Ok(Replica { cluster, link })
     }
@@ -375,4 +407,76 @@ async fn a_leader_that_stepped_down_on_its_deadline_gives_the_seat_back() {
     until(leads, "the new leader acts", |v| v.role == Role::Leader).await;
     assert_eq!(fleet.events("released").len(), 1);
     assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registration_whose_answer_was_lost_stands_and_costs_nothing() {
+    let fleet = Fleet::new();
+    let a = fleet.join("a").await;
+    until(&a, "a leads", |v| v.role == Role::Leader).await;
+    let b = fleet
+        .try_join_with("b", true)
+        .await
+        .expect("b's own registration is not a duplicate");
+    let v = until(&b, "b in the fleet", |v| v.nodes.len() == 2).await;
+    assert_eq!(
+        failures(&v, "b"),
+        1,
+        "median of {{a: 0}} plus one, nothing charged"
+    );
+    tokio::time::sleep(TTL * 3).await;
+    let v = b.cluster.view();
+    assert_eq!((failures(&v, "a"), failures(&v, "b")), (0, 1));
+    assert!(fleet.events("charged").is_empty());
+    assert_eq!(fleet.verdict(true), Vec::<String>::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_leader_never_charges_a_node_that_registered_again_between_its_reads() {
+    use super::records::*;
+    let fleet = Fleet::new();
+    let a = fleet.join("a").await;
+    until(&a, "a leads", |v| v.role == Role::Leader).await;
+    let c = fleet.join("c").await;
+    until(&a, "a sees c", |v| v.nodes.len() == 2).await;
+    c.cluster.abandon();
+    // c's run ended without a resign; its key goes with its lease. Right
+    // between a's list of the nodes and its list of the reliability
+    // records, c registers again, charging itself as it does.
+    let lease = fleet
+        .store
+        .lease_grant(Duration::from_secs(600))
+        .await
+        .unwrap();
+    let node = NodeRecord {
+        id: "c".into(),
+        client_addr: "x".into(),
+        admin_addr: "x".into(),
+        joined_at_ms: 0,
+        instance: 42,
+        pid: 1,
+    };
+    let rel = Reliability {
+        failures: 2,
+        running: Some(42),
+    };
+    *a.link.before_list.lock().unwrap() = Some((
+        RELIABILITY.to_string(),
+        vec![
+            Op::put_leased(node_key("c"), encode(&node), lease.id),
+            Op::put(reliability_key("c"), encode(&rel)),
+        ],
+    ));
+    until(&a, "c back", |v| {
+        v.nodes.iter().any(|n| n.id == "c" && n.failures == 2)
+    })
+    .await;
+    tokio::time::sleep(TTL * 3).await;
+    let v = a.cluster.view();
+    assert_eq!(failures(&v, "c"), 2, "charged by itself only");
+    assert!(
+        fleet.events("charged").is_empty(),
+        "{:?}",
+        fleet.events("charged")
+    );
 }

@@ -26,6 +26,12 @@ impl StoreUrl {
         }
         if let Some(rest) = text.strip_prefix("etcd://") {
             let mut endpoints = Vec::new();
+            if rest.contains('@') {
+                return Err(
+                    "etcd://: user names and passwords are not supported; members as HOST:PORT"
+                        .to_string(),
+                );
+            }
             for member in rest.trim_end_matches('/').split(',') {
                 let (host, port) = member
                     .rsplit_once(':')
@@ -38,7 +44,8 @@ impl StoreUrl {
             return Ok(StoreUrl::Etcd(endpoints));
         }
         Err(format!(
-            "{text:?}: expected \"memory\", \"postgres://USER@HOST:PORT/DB\" or \"etcd://HOST:PORT[,HOST:PORT]\""
+            "{:?}: expected \"memory\", \"postgres://USER@HOST:PORT/DB\" or \"etcd://HOST:PORT[,HOST:PORT]\"",
+            without_password(text)
         ))
     }
 
@@ -76,10 +83,10 @@ pub fn without_password(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(scheme_end) = out.find("://") {
         let auth_start = scheme_end + 3;
-        let rest_end = out[auth_start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| auth_start + i);
-        if let Some(at) = out[auth_start..rest_end].rfind('@') {
+        // libpq and tokio-postgres end the user info at the first '@',
+        // whatever comes before it ('/' and '?' may be in a password):
+        // so must this, or a password with a '/' would be shown.
+        if let Some(at) = out[auth_start..].find('@') {
             let userinfo = &out[auth_start..auth_start + at];
             if let Some(colon) = userinfo.find(':') {
                 out.replace_range(auth_start + colon + 1..auth_start + at, "***");
@@ -87,7 +94,7 @@ pub fn without_password(url: &str) -> String {
         }
     }
     if let Some(i) = out.find("password=") {
-        let end = out[i..].find('&').map_or(out.len(), |j| i + j);
+        let end = out[i..].find(['&', ' ']).map_or(out.len(), |j| i + j);
         out.replace_range(i + "password=".len()..end, "***");
     }
     out
@@ -137,5 +144,12 @@ mod tests {
             without_password("postgres://u@db/control?password=s3cret&sslmode=disable"),
             "postgres://u@db/control?password=***&sslmode=disable"
         );
+        // A base64 password with a '/': the user info ends at the '@'.
+        let url = StoreUrl::parse("postgres://pgbaton:Zm9v/YmFy@db/control").unwrap();
+        assert_eq!(url.to_string(), "postgres://pgbaton:***@db/control");
+        let e = StoreUrl::parse("postgress://u:s3cret@db/control").unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = StoreUrl::parse("etcd://root:s3cret@h:2379").unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 }

@@ -74,6 +74,16 @@ impl PostgresStore {
             reason: format!("not a valid URL: {e}"),
         })?;
         config.connect_timeout(timeout);
+        // A replica that vanishes mid-transaction (a silent network drop)
+        // must not leave its backend holding the revision lock: the server
+        // ends such a transaction, a lock wait and a statement after one
+        // store timeout, and keepalives find the dead peer.
+        let ms = timeout.as_millis().max(1);
+        config.options(format!(
+            "-c idle_in_transaction_session_timeout={ms} -c lock_timeout={ms} -c statement_timeout={ms}"
+        ));
+        config.keepalives(true);
+        config.keepalives_idle(timeout.max(Duration::from_secs(1)));
         if config.get_application_name().is_none() {
             config.application_name("pgbaton coordination");
         }
