@@ -182,3 +182,27 @@ pub fn check(events: &[Recorded], strict_rank: bool) -> Vec<String> {
     }
     bad
 }
+
+/// I7, liveness: some replica took the seat within `bound` after
+/// `after_mono_us` (a fault, or its healing). The time it took, or why not.
+pub fn leader_within(
+    events: &[Recorded],
+    after_mono_us: u64,
+    bound: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    let first = events
+        .iter()
+        .filter(|e| e.event == "elected" && e.mono_us > after_mono_us)
+        .map(|e| e.mono_us)
+        .min();
+    match first {
+        Some(t) if t - after_mono_us <= bound.as_micros() as u64 => {
+            Ok(std::time::Duration::from_micros(t - after_mono_us))
+        }
+        Some(t) => Err(format!(
+            "I7: the next leader came {:?} after the fault, over {bound:?}",
+            std::time::Duration::from_micros(t - after_mono_us)
+        )),
+        None => Err("I7: no leader was elected after the fault".to_string()),
+    }
+}

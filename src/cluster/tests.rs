@@ -357,6 +357,15 @@ fn the_checker_fails_a_history_with_two_leaders_in_one_term() {
     ];
     let v = history::check(&stale_write, true);
     assert!(v.iter().any(|l| l.starts_with("I3")), "{v:?}");
+    // I7: a leader within the bound after a fault at 15, or not.
+    let us = Duration::from_micros;
+    assert_eq!(history::leader_within(&good, 15, us(5)), Ok(us(5)));
+    assert!(history::leader_within(&good, 15, us(4))
+        .unwrap_err()
+        .starts_with("I7"));
+    assert!(history::leader_within(&good, 25, us(100))
+        .unwrap_err()
+        .starts_with("I7"));
     let reused = vec![ev("a", "elected", 2, 10), ev("b", "elected", 1, 20)];
     let v = history::check(&reused, true);
     assert!(v.iter().any(|l| l.starts_with("I2")), "{v:?}");

@@ -96,6 +96,14 @@ impl TestEtcd {
         }
     }
 
+    /// Sends `sig` to one member (SIGSTOP: it hangs as if partitioned).
+    pub fn signal(&self, i: usize, sig: libc::c_int) {
+        if let Some(c) = &self.members[i].child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+        }
+    }
+
     async fn wait_ready(&self, i: usize) {
         let url = pgbaton::config::StoreUrl::parse(&self.member_url(i)).unwrap();
         for _ in 0..200 {
