@@ -996,3 +996,38 @@ async fn unnamed_statement_and_session_authorization_move() {
         vec![vec![Some("postgres".into()), Some("postgres".into())]]
     );
 }
+
+/// tokio-postgres's `copy_in` runs COPY FROM STDIN in the extended protocol:
+/// Bind, Execute, Sync, the data, CopyDone, Sync. Postgres ignores the first
+/// Sync in copy-in mode, so two Syncs get one ReadyForQuery. The session
+/// must still reach safe points after it: it moves, and it answers in
+/// order.
+#[tokio::test]
+async fn a_session_that_copied_in_through_the_extended_protocol_still_moves() {
+    use futures_util::SinkExt;
+    let servers = start_servers(2).await;
+    let (s1, s2) = (&servers[0], &servers[1]);
+    on_all(&[s1, s2], "CREATE TABLE copied (line text)");
+    let proxy = crate::harness::TestProxy::start(crate::harness::TestProxy::config(
+        &[s1, s2],
+        "migration_wait = \"5s\"",
+    ))
+    .await;
+    let client = proxy.connect("postgres", "postgres").await;
+    let sink = client.copy_in("COPY copied FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"one\ntwo\n"))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    assert_eq!(one(&client, "SELECT count(*) FROM copied").await, "2");
+    let (_, before) = where_is(&client).await;
+    assert_eq!(before, s1.port());
+    client
+        .simple_query("/* pgbaton: migrate to=pg2 */;")
+        .await
+        .expect("the move after a COPY");
+    let (_, after) = where_is(&client).await;
+    assert_eq!(after, s2.port());
+    assert_eq!(one(&client, "SELECT count(*) FROM copied").await, "0");
+}
