@@ -108,3 +108,53 @@ pub(super) fn build(raw: Option<RawCluster>) -> Result<ClusterSettings, ConfigEr
     s.history = raw.history.map(PathBuf::from);
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Overrides};
+    use std::time::Duration;
+
+    fn load(cluster: &str, o: &Overrides) -> Result<Config, String> {
+        let text = format!(
+            "auth = \"trust\"\n[[backends]]\nname = \"pg1\"\nhost = \"127.0.0.1\"\n{cluster}"
+        );
+        Config::from_toml(&text, o).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_a_fleet_of_one_in_memory() {
+        let c = load("", &Overrides::default()).unwrap();
+        assert!(c.cluster.store.is_memory());
+        assert_eq!(c.cluster.lease_ttl, Duration::from_secs(10));
+        assert_eq!(c.cluster.store_timeout(), Duration::from_millis(2500));
+        assert!(!c.cluster.start_without_store);
+        assert!(c.cluster.node_id_or_default(c.listen).ends_with("-6432"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let o = Overrides {
+            cluster_store: Some("etcd://127.0.0.1:2379".into()),
+            node_id: Some("px2".into()),
+            ..Default::default()
+        };
+        let c = load("[cluster]\nstore = \"memory\"\nnode_id = \"px1\"\n", &o).unwrap();
+        assert_eq!(c.cluster.store.to_string(), "etcd://127.0.0.1:2379");
+        assert_eq!(c.cluster.node_id.as_deref(), Some("px2"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (cluster, key) in [
+            ("[cluster]\nlease_ttl = \"500ms\"\n", "cluster.lease_ttl"),
+            ("[cluster]\nlease_ttl = \"soon\"\n", "cluster.lease_ttl"),
+            ("[cluster]\nnode_id = \"a b\"\n", "cluster.node_id"),
+            ("[cluster]\nnode_id = \"\"\n", "cluster.node_id"),
+            ("[cluster]\nstore = \"zookeeper://x\"\n", "cluster.store"),
+            ("[cluster]\nstores = \"memory\"\n", "stores"),
+        ] {
+            let e = load(cluster, &Overrides::default()).unwrap_err();
+            assert!(e.contains(key), "{cluster:?}: {e}");
+        }
+    }
+}
