@@ -27,6 +27,8 @@ struct Link {
     /// Ops applied to the store just before the next list of this prefix
     /// answers: another replica's write landing between two reads.
     before_list: std::sync::Mutex<Option<(String, Vec<Op>)>>,
+    /// The same, before the next get of a key.
+    before_get: std::sync::Mutex<Option<(String, Vec<Op>)>>,
 }
 
 impl Link {
@@ -49,6 +51,16 @@ impl CoordStore for Link {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
         Box::pin(async move {
             self.check()?;
+            let due = {
+                let mut hook = self.before_get.lock().unwrap();
+                match hook.as_ref() {
+                    Some((k, _)) if k == key => hook.take().map(|(_, ops)| ops),
+                    _ => None,
+                }
+            };
+            if let Some(ops) = due {
+                self.store.txn(vec![], ops).await?;
+            }
             self.store.get(key).await
         })
     }
@@ -146,6 +158,7 @@ impl Fleet {
             slow_keepalive: Default::default(),
             replay_next_txn: AtomicBool::new(false),
             before_list: Default::default(),
+            before_get: Default::default(),
         });
         let settings = ClusterSettings {
             node_id: Some(id.into()),
@@ -488,4 +501,34 @@ async fn the_leader_never_charges_a_node_that_registered_again_between_its_reads
         "{:?}",
         fleet.events("charged")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_write_is_fenced_steps_down_and_is_charged() {
+    use super::records::*;
+    let fleet = Fleet::new();
+    let a = fleet.join("a").await;
+    until(&a, "a leads", |v| v.role == Role::Leader).await;
+    // Between a's read and its next fenced write (the fleet summary, which
+    // changes when b joins), the seat passes to someone else.
+    let usurper = LeaderRecord {
+        node: "z".into(),
+        term: 7,
+        instance: 1,
+    };
+    *a.link.before_get.lock().unwrap() = Some((
+        FLEET.to_string(),
+        vec![Op::delete(LEADER), Op::put(LEADER, encode(&usurper))],
+    ));
+    let _b = fleet.join("b").await;
+    until(&a, "a steps down", |v| v.role == Role::Follower).await;
+    let refused = fleet.events("write_refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].detail.contains("z (term 7)"),
+        "{}",
+        refused[0].detail
+    );
+    until(&a, "a charged", |v| failures(v, "a") == 1).await;
+    assert_eq!(fleet.events("charged").len(), 1);
 }
