@@ -366,6 +366,13 @@ impl Agent {
         });
     }
 
+    /// A renewal (or the grant) sent at `sent` succeeded: the lease is
+    /// surely alive until the local deadline; renew again after a third.
+    fn renewed(&mut self, sent: Instant, ttl: Duration) {
+        self.deadline = Some(sent + ttl.saturating_sub(self.timing.margin));
+        self.next_renew = sent + ttl / 3;
+    }
+
     /// Leader duties only while the lease is surely alive at the store.
     fn may_lead(&self, now: Instant) -> bool {
         self.leading.is_some() && self.deadline.is_some_and(|d| now < d)
@@ -516,80 +523,69 @@ impl Agent {
                 Op::put_leased(node_key(&self.me), encode(&record), lease.id),
                 Op::put(reliability_key(&self.me), encode(&rel)),
             ];
-            match store.txn(guards, ops).await? {
-                TxnOutcome::Committed { rev } => {
-                    if charged {
-                        self.record(
-                            "charged",
-                            self.term_seen,
-                            rev,
-                            format!(
-                                "{}: its last run ended without a clean resign (failures {})",
-                                self.me, rel.failures
-                            ),
-                        );
-                    }
-                    // An incident is charged once: the lapsed registration
-                    // just was.
-                    self.owed_failure = false;
-                    self.reg = Some(Registration {
-                        lease,
-                        instance,
-                        rev,
-                    });
-                    self.deadline = Some(sent + lease.ttl.saturating_sub(self.timing.margin));
-                    self.next_renew = sent + lease.ttl / 3;
-                    self.record(
-                        "registered",
-                        self.term_seen,
-                        rev,
-                        format!(
-                            "failures {} lease {}ms",
-                            rel.failures,
-                            lease.ttl.as_millis()
-                        ),
-                    );
-                    return Ok(());
-                }
+            let outcome = store.txn(guards, ops).await?;
+            let ours = match &outcome {
+                TxnOutcome::Committed { rev } => Some((
+                    *rev,
+                    format!(
+                        "failures {} lease {}ms",
+                        rel.failures,
+                        lease.ttl.as_millis()
+                    ),
+                )),
                 // Our own registration, whose answer was lost (a retry on
                 // another member, a timeout after the commit): it stands.
                 TxnOutcome::Conflict {
                     guard: 0,
                     current: Some(v),
                 } if decode::<NodeRecord>(&v.value).is_some_and(|r| r.instance == instance) => {
-                    self.owed_failure = false;
-                    self.reg = Some(Registration {
-                        lease,
-                        instance,
-                        rev: v.create_rev,
-                    });
-                    self.deadline = Some(sent + lease.ttl.saturating_sub(self.timing.margin));
-                    self.next_renew = sent + lease.ttl / 3;
-                    self.record(
-                        "registered",
-                        self.term_seen,
+                    Some((
                         v.create_rev,
-                        "its answer was lost; the registration stands".into(),
+                        format!("failures {} (its answer was lost; it stands)", rel.failures),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((rev, detail)) = ours {
+                if charged {
+                    self.record(
+                        "charged",
+                        self.term_seen,
+                        rev,
+                        format!(
+                            "{}: its last run ended without a clean resign (failures {})",
+                            self.me, rel.failures
+                        ),
                     );
-                    return Ok(());
                 }
-                TxnOutcome::Conflict { guard: 0, current } => {
-                    let _ = store.lease_revoke(lease.id).await;
-                    let rec = current
-                        .and_then(|v| decode::<NodeRecord>(&v.value))
-                        .unwrap_or(NodeRecord {
-                            id: self.me.clone(),
-                            client_addr: "?".into(),
-                            admin_addr: "?".into(),
-                            joined_at_ms: 0,
-                            instance: 0,
-                            pid: 0,
-                        });
-                    return Err(Registered::Taken(rec));
-                }
-                // The reliability record moved (the leader charged it):
-                // read again.
-                TxnOutcome::Conflict { .. } => continue,
+                // An incident is charged once: the lapsed registration just
+                // was.
+                self.owed_failure = false;
+                self.reg = Some(Registration {
+                    lease,
+                    instance,
+                    rev,
+                });
+                self.renewed(sent, lease.ttl);
+                self.record("registered", self.term_seen, rev, detail);
+                return Ok(());
+            }
+            // Not ours: guard 0 means a live registration holds the id;
+            // another guard, that the reliability record moved (the leader
+            // charged it): read again.
+            if let TxnOutcome::Conflict { guard: 0, current } = outcome {
+                let _ = store.lease_revoke(lease.id).await;
+                let rec = current
+                    .and_then(|v| decode::<NodeRecord>(&v.value))
+                    .unwrap_or(NodeRecord {
+                        id: self.me.clone(),
+                        client_addr: "?".into(),
+                        admin_addr: "?".into(),
+                        joined_at_ms: 0,
+                        instance: 0,
+                        pid: 0,
+                    });
+                return Err(Registered::Taken(rec));
             }
         }
         let _ = store.lease_revoke(lease.id).await;
@@ -636,8 +632,7 @@ impl Agent {
         if Instant::now() >= self.next_renew {
             let sent = Instant::now();
             if store.lease_keepalive(reg.lease.id).await? {
-                self.deadline = Some(sent + reg.lease.ttl.saturating_sub(self.timing.margin));
-                self.next_renew = sent + reg.lease.ttl / 3;
+                self.renewed(sent, reg.lease.ttl);
             } else {
                 // The lease lapsed at the store: everything under it is
                 // gone. Register anew (which charges the failure).
