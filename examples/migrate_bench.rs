@@ -82,7 +82,12 @@ async fn run(n: usize) -> Result<()> {
     }
     let before = shared.env.moves.history.list().len();
     let started = Instant::now();
-    let moving = fleet::move_all(&shared.env, Some("pg1"), "pg2", Origin::Admin, None)?;
+    // A fleet-wide plan of one replica: proposed, decided by this replica
+    // as the leader of its in-memory store, carried out on its sessions.
+    let (draft, moving) = fleet::move_draft(&shared.env, Some("pg1"), "pg2", Origin::Admin)?;
+    fleet::propose(&shared.env, draft)
+        .await
+        .map_err(|(code, m)| anyhow::anyhow!("{}: {m}", code.code()))?;
     // Wait for every record to finish (the moves run on the sessions' tasks).
     loop {
         let records = shared.env.moves.history.list();

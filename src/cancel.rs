@@ -41,6 +41,11 @@ impl CancelRegistry {
         }
     }
 
+    /// This replica's number.
+    pub fn node(&self) -> u8 {
+        self.node
+    }
+
     /// The replica a cancel key was given by.
     pub fn node_of(key: i32) -> u8 {
         (key as u32 >> 24) as u8

@@ -106,8 +106,10 @@ async fn serve(
             return;
         };
         while hup.recv().await.is_some() {
-            match reload.reload() {
-                Ok(drained) => tracing::info!(draining = ?drained, "configuration reloaded"),
+            match reload.reload().await {
+                Ok(done) => {
+                    tracing::info!(plan = ?done.plan, draining = ?done.drained, "configuration reloaded")
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "reload failed; keeping the old configuration")
                 }

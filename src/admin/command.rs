@@ -13,6 +13,8 @@ pub const COMMANDS: &[&str] = &[
     "SHOW BACKENDS",
     "SHOW CLUSTER",
     "SHOW MIGRATIONS",
+    "SHOW PLANS",
+    "SHOW CONFLICTS",
     "SHOW STATS",
     "SHOW VERSION",
     "MIGRATE SESSION <id> TO <backend> [DRY RUN]",
@@ -29,6 +31,8 @@ pub enum AdminCommand {
     ShowBackends,
     ShowCluster,
     ShowMigrations,
+    ShowPlans,
+    ShowConflicts,
     ShowStats,
     ShowVersion,
     MigrateSession { id: u64, to: String, dry_run: bool },
@@ -76,6 +80,8 @@ impl AdminCommand {
             ["SHOW", "BACKENDS"] => AdminCommand::ShowBackends,
             ["SHOW", "CLUSTER"] => AdminCommand::ShowCluster,
             ["SHOW", "MIGRATIONS"] => AdminCommand::ShowMigrations,
+            ["SHOW", "PLANS"] => AdminCommand::ShowPlans,
+            ["SHOW", "CONFLICTS"] => AdminCommand::ShowConflicts,
             ["SHOW", "STATS"] => AdminCommand::ShowStats,
             ["SHOW", "VERSION"] => AdminCommand::ShowVersion,
             ["MIGRATE", "SESSION", _, "TO", _] => AdminCommand::MigrateSession {
@@ -109,6 +115,8 @@ impl AdminCommand {
             AdminCommand::ShowBackends => Ok(super::show_backends::run(shared)),
             AdminCommand::ShowCluster => Ok(super::show_cluster::run(shared)),
             AdminCommand::ShowMigrations => Ok(super::show_migrations::run(shared)),
+            AdminCommand::ShowPlans => Ok(super::show_plans::run(shared)),
+            AdminCommand::ShowConflicts => Ok(super::show_conflicts::run(shared)),
             AdminCommand::ShowStats => Ok(super::show_stats::run(shared)),
             AdminCommand::ShowVersion => Ok(super::show_version::run()),
             AdminCommand::MigrateSession { id, to, dry_run } => {
@@ -118,7 +126,7 @@ impl AdminCommand {
                 super::migrate_all::run(shared, from, to).await
             }
             AdminCommand::ScaleOut { to } => super::scale_out::run(shared, to.as_deref()).await,
-            AdminCommand::Reload => super::reload::run(shared),
+            AdminCommand::Reload => super::reload::run(shared).await,
             AdminCommand::Shutdown => Ok(super::shutdown::run(shared)),
         }
     }

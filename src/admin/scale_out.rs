@@ -1,12 +1,11 @@
-//! `SCALE OUT [TO <backend>]`: makes the backend the default for new sessions
-//! and moves every session to it. Without TO, runs the configured scale-out
-//! hook, which starts a server and prints `NAME HOST:PORT` on its last line;
-//! pgbaton registers that backend and moves everyone there (the flow of
-//! US11553046B1).
+//! `SCALE OUT [TO <backend>]`: proposes a fleet-wide plan that makes the
+//! backend the default for new sessions and moves every session, at every
+//! replica, to it. Without TO, runs the configured scale-out hook, which
+//! starts a server and prints `NAME HOST:PORT` on its last line; the plan
+//! adds that backend to the fleet's routing (the flow of US11553046B1).
 
 use super::{AdminError, ResultSet};
 use crate::config::Backend;
-use crate::migration::Origin;
 use crate::protocol::SqlState;
 use crate::proxy::Shared;
 use crate::session::fleet;
@@ -35,19 +34,16 @@ pub async fn run(shared: &Arc<Shared>, to: Option<&str>) -> Result<ResultSet, Ad
         None => run_hook(shared).await?,
     };
     let name = backend.name.clone();
-    shared
-        .make_default(Backend {
-            draining: false,
-            ..backend
-        })
-        .map_err(|e| AdminError::new(SqlState::CONFIG_FILE_ERROR, e.to_string()))?;
+    let (draft, here) = fleet::scale_out_draft(&shared.env, backend);
     let warnings = fleet::split_brain_warnings(&shared.env, None, &name).await;
-    let n = fleet::move_all(&shared.env, None, &name, Origin::ScaleOut, None)
-        .map_err(AdminError::from)?;
-    let mut rs = ResultSet::new(vec!["backend", "sessions"]);
+    let (plan, notice) = fleet::propose(&shared.env, draft)
+        .await
+        .map_err(|(code, m)| AdminError::new(code, m))?;
+    let mut rs = ResultSet::new(vec!["plan", "backend", "sessions"]);
     rs.warnings = warnings;
-    rs.push(vec![Some(name), Some(n.to_string())]);
-    rs.tag = format!("SCALE OUT {n}");
+    rs.notices.extend(notice);
+    rs.push(vec![Some(plan), Some(name), Some(here.to_string())]);
+    rs.tag = format!("SCALE OUT {here}");
     Ok(rs)
 }
 

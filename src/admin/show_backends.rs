@@ -1,6 +1,7 @@
-//! `SHOW BACKENDS`: the routing's backends (the configured ones and those
-//! SCALE OUT added), which is the default, and how many sessions each
-//! serves.
+//! `SHOW BACKENDS`: the fleet's routing as this replica applied it (the
+//! configured backends and those SCALE OUT added), which is the default,
+//! which drain, how many sessions each serves here and across the fleet
+//! (as the replicas last reported), and the routing revision.
 
 use super::ResultSet;
 use crate::proxy::Shared;
@@ -8,8 +9,17 @@ use crate::proxy::Shared;
 pub fn run(shared: &Shared) -> ResultSet {
     let routing = shared.env.routing.current();
     let mut rs = ResultSet::new(vec![
-        "name", "host", "port", "default", "sessions", "status",
+        "name",
+        "host",
+        "port",
+        "default",
+        "sessions",
+        "status",
+        "draining",
+        "fleet_sessions",
+        "revision",
     ]);
+    let fleet = shared.cluster.plans.state().sessions();
     for b in &routing.backends {
         rs.push(vec![
             Some(b.name.clone()),
@@ -25,6 +35,21 @@ pub fn run(shared: &Shared) -> ResultSet {
             ),
             Some(shared.env.sessions.count_on(&b.name).to_string()),
             Some(shared.env.connectors.status(&b.name).to_string()),
+            Some(
+                if routing.is_draining(&b.name) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_string(),
+            ),
+            Some(
+                fleet
+                    .get(&b.name)
+                    .map_or(0, |l| l.iter().map(|(_, n)| n).sum::<usize>())
+                    .to_string(),
+            ),
+            Some(routing.version.to_string()),
         ]);
     }
     rs

@@ -63,6 +63,8 @@ pub struct NodeView {
     pub id: String,
     pub client_addr: String,
     pub admin_addr: String,
+    /// Its replica number (the top byte of its cancel secrets).
+    pub number: u8,
     pub role: Role,
     /// The term it leads, for the leader.
     pub term: Option<u64>,
@@ -89,11 +91,34 @@ pub struct ClusterView {
     pub last_error: Option<String>,
 }
 
+/// What the plans of the fleet (see [`super::plans`]) need of the agent:
+/// the open store, the lease to put this replica's own keys under, and
+/// while it leads, the fencing token and until when it may use it.
+#[derive(Clone, Default)]
+pub struct Seat {
+    pub store: Option<Arc<dyn CoordStore>>,
+    pub lease: Option<store::LeaseId>,
+    pub leading: Option<Fence>,
+}
+
+/// A leader's right to write: guard on the leader key's create revision
+/// `token`, and only before `until` (the local lease deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub term: u64,
+    pub token: u64,
+    pub until: Instant,
+}
+
 /// The running membership and election of this replica.
 pub struct Cluster {
     view: watch::Receiver<ClusterView>,
     stop: std::sync::Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
     timeout: Duration,
+    /// This replica's number (1–255; 0 without one).
+    pub number: u8,
+    /// The fleet's routing and plans.
+    pub plans: super::plans::Plans,
 }
 
 /// A live registration of this process.
@@ -163,6 +188,8 @@ struct Agent {
     term_seen: u64,
     last_seen: HashMap<String, u64>,
     view: watch::Sender<ClusterView>,
+    number: u8,
+    seat: watch::Sender<Seat>,
 }
 
 fn fail(store: &dyn CoordStore, reason: impl Into<String>) -> StoreError {
@@ -223,6 +250,11 @@ impl Cluster {
             .clone()
             .unwrap_or_else(|| client_addr.clone());
         let timeout = settings.store_timeout();
+        let number = match &store {
+            Some(s) => super::numbers::claim(&**s, &me).await?,
+            None => 0,
+        };
+        let (seat_tx, seat_rx) = watch::channel(Seat::default());
         let (view_tx, view_rx) = watch::channel(ClusterView {
             store: settings.store.to_string(),
             node_id: me.clone(),
@@ -255,7 +287,10 @@ impl Cluster {
             term_seen: 0,
             last_seen: HashMap::new(),
             view: view_tx,
+            number,
+            seat: seat_tx,
         };
+        let history = agent.history.clone();
         if agent.store.is_none() {
             agent.lost(&StoreError::Unreachable {
                 store: settings.store.to_string(),
@@ -265,12 +300,23 @@ impl Cluster {
             agent.register_at_start().await?;
             agent.tick().await;
         }
+        let timing = Timing::for_ttl(settings.lease_ttl);
+        let plans = super::plans::Plans::start(super::plans::Setup {
+            me: agent.me.clone(),
+            seat: seat_rx,
+            view: view_rx.clone(),
+            history,
+            poll: timing.tick.min(Duration::from_millis(100)),
+            grace: settings.lease_ttl,
+        });
         let (stop_tx, stop_rx) = oneshot::channel();
         tokio::spawn(agent.run(stop_rx));
         Ok(Cluster {
             view: view_rx,
             stop: std::sync::Mutex::new(Some(stop_tx)),
             timeout,
+            number,
+            plans,
         })
     }
 
@@ -384,6 +430,8 @@ impl Agent {
             if charge {
                 self.owed_failure = true;
             }
+            // The plans stop leader work now, not at the end of the tick.
+            self.publish_seat();
         }
     }
 
@@ -514,6 +562,7 @@ impl Agent {
                 joined_at_ms: wall_ms(),
                 instance,
                 pid: std::process::id(),
+                number: self.number,
             };
             let guards = vec![
                 (node_key(&self.me), Cond::Absent),
@@ -584,6 +633,7 @@ impl Agent {
                         joined_at_ms: 0,
                         instance: 0,
                         pid: 0,
+                        number: 0,
                     });
                 return Err(Registered::Taken(rec));
             }
@@ -603,11 +653,30 @@ impl Agent {
             self.step_down("local lease deadline passed", true);
         }
         let Some(store) = self.store().await else {
+            self.publish_seat();
             return;
         };
         if let Err(e) = self.step(&*store).await {
             self.lost(&e);
         }
+        self.publish_seat();
+    }
+
+    /// Tells the plans what they may do now.
+    fn publish_seat(&self) {
+        let leading = match (self.leading, self.deadline) {
+            (Some(l), Some(until)) if Instant::now() < until => Some(Fence {
+                term: l.term,
+                token: l.token,
+                until,
+            }),
+            _ => None,
+        };
+        self.seat.send_replace(Seat {
+            store: self.store.clone(),
+            lease: self.reg.map(|r| r.lease.id),
+            leading,
+        });
     }
 
     async fn step(&mut self, store: &dyn CoordStore) -> Result<(), StoreError> {
@@ -966,6 +1035,7 @@ impl Agent {
                     id: n.id.clone(),
                     client_addr: n.client_addr.clone(),
                     admin_addr: n.admin_addr.clone(),
+                    number: n.number,
                     role: if leads { Role::Leader } else { Role::Follower },
                     term: leads.then(|| leader.as_ref().map_or(0, |l| l.term)),
                     failures: snap.reliability.get(&n.id).map_or(0, |(r, _)| r.failures),
@@ -1074,6 +1144,7 @@ impl Agent {
         }
         let _ = store.lease_revoke(reg.lease.id).await;
         self.reg = None;
+        self.publish_seat();
     }
 }
 

@@ -477,6 +477,7 @@ async fn the_leader_never_charges_a_node_that_registered_again_between_its_reads
         joined_at_ms: 0,
         instance: 42,
         pid: 1,
+        number: 0,
     };
     let rel = Reliability {
         failures: 2,

@@ -39,7 +39,8 @@ impl ClientAuth {
 }
 
 /// TLS towards one backend, like libpq's sslmode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ServerTls {
     Disable,
     Prefer,
@@ -72,7 +73,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialized as part of the fleet's routing record in the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Backend {
     pub name: String,
     pub host: String,

@@ -2,6 +2,7 @@
 //! spawns one session task each, hands clients of the admin console to the
 //! console it was given, and runs RELOAD and the graceful shutdown.
 
+mod fleet_sync;
 pub mod runtime;
 pub mod shared;
 
@@ -33,6 +34,8 @@ pub enum ProxyError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Routing(crate::cluster::plans::PlanError),
 }
 
 /// Stops a running proxy: stop accepting, let sessions finish their
@@ -47,10 +50,10 @@ impl ProxyHandle {
         self.shared.request_shutdown();
     }
 
-    /// Re-reads the configuration file (SIGHUP); drains backends marked
-    /// `draining`.
-    pub fn reload(&self) -> Result<Vec<(String, usize)>, shared::ReloadError> {
-        self.shared.reload()
+    /// Re-reads the configuration file (SIGHUP); proposes its backends to
+    /// the fleet and drains those marked `draining`.
+    pub async fn reload(&self) -> Result<shared::Reloaded, shared::ReloadError> {
+        self.shared.reload().await
     }
 }
 
@@ -88,7 +91,26 @@ impl Proxy {
             .local_addr()
             .map_err(|source| ProxyError::Bind { addr, source })?;
         let cluster = crate::cluster::Cluster::start(&config.cluster, local).await?;
+        let local = crate::routing::Routing::from_config(&config);
         let shared = Arc::new(Shared::new(config, busy_poll, cluster)?);
+        // The fleet's routing, not this file's, is what sessions use; a
+        // file that gives a backend of the fleet another address is
+        // refused before this replica serves anyone.
+        match shared.cluster.plans.seed(local).await {
+            Ok((_, routing)) => {
+                for b in &routing.backends {
+                    shared.env.connectors.add(b)?;
+                }
+                shared.env.routing.update(|_| routing);
+            }
+            Err(e @ crate::cluster::plans::PlanError::Routing(_)) => {
+                shared.cluster.resign().await;
+                return Err(ProxyError::Routing(e));
+            }
+            Err(e) => {
+                warn!(error = %e, "serving on this replica's configured routing until the store answers");
+            }
+        }
         let shutdown_tx = shared.shutdown_tx.clone();
         Ok(Proxy {
             shared,
@@ -121,6 +143,7 @@ impl Proxy {
         let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
         let mut shutdown = self.shutdown_tx.subscribe();
         info!(listen = %self.local_addr(), "pgbaton accepting connections");
+        let sync = tokio::spawn(fleet_sync::run(self.shared.clone()));
         // A new client ends a spin too, so it is accepted without delay.
         self.shared.env.busy_poll.watch(&self.listener);
         let console: Console = {
@@ -163,6 +186,7 @@ impl Proxy {
             }
         }
         drop(self.listener);
+        sync.abort();
         // Leave the fleet first, so a successor is elected while this
         // replica's sessions finish.
         self.shared.cluster.resign().await;

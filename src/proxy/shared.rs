@@ -1,10 +1,13 @@
 //! What the composition root holds beside the sessions' [`Env`]: where the
 //! configuration came from (for RELOAD and SIGHUP) and the shutdown signal.
-//! RELOAD and SCALE OUT change the configuration and the routing here.
+//! RELOAD changes the configuration here and proposes the routing.
 
-use crate::config::{Backend, Config};
+use crate::cluster::plans::Draft;
+use crate::cluster::records::MoveSpec;
+use crate::config::Config;
 use crate::net::busy_poll::BusyPoll;
 use crate::net::tls::TlsError;
+use crate::routing::Routing;
 use crate::session::env::Env;
 use std::sync::Arc;
 
@@ -27,8 +30,24 @@ pub enum ReloadError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error(transparent)]
-    Move(#[from] crate::migration::MoveError),
+    #[error("RELOAD refused, nothing applied: {0}")]
+    Refused(String),
+    #[error("{message}")]
+    Plan {
+        code: crate::protocol::SqlState,
+        message: String,
+    },
+}
+
+/// What a RELOAD did.
+#[derive(Debug)]
+pub struct Reloaded {
+    /// The plan it proposed, when the routing changed or backends drain.
+    pub plan: Option<String>,
+    /// Said when the plan is not decided yet.
+    pub notice: Option<String>,
+    /// Backends draining, with this replica's sessions on each.
+    pub drained: Vec<(String, usize)>,
 }
 
 impl Shared {
@@ -38,7 +57,12 @@ impl Shared {
         cluster: crate::cluster::Cluster,
     ) -> Result<Shared, TlsError> {
         Ok(Shared {
-            env: Arc::new(Env::new(config, 0, busy_poll)?),
+            env: Arc::new(Env::new(
+                config,
+                cluster.number,
+                busy_poll,
+                cluster.plans.clone(),
+            )?),
             cluster,
             source: Default::default(),
             shutdown_tx: Arc::new(tokio::sync::watch::channel(None).0),
@@ -49,25 +73,20 @@ impl Shared {
         self.env.config()
     }
 
-    /// SCALE OUT: makes `backend` the default for new sessions, adding it
-    /// when it is new.
-    pub fn make_default(&self, backend: Backend) -> Result<(), TlsError> {
-        self.env.connectors.add(&backend)?;
-        let routing = self.env.routing.update(|r| r.scaled_out(backend));
-        tracing::info!(default = %routing.default, version = routing.version, "routing changed");
-        Ok(())
-    }
-
     /// Remembers the file and flags the configuration came from.
     pub fn set_source(&self, path: std::path::PathBuf, overrides: crate::config::Overrides) {
         *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some((path, overrides));
     }
 
-    /// Re-reads the configuration and starts draining every backend marked
-    /// `draining`. Returns each drained backend with the moves started. The
-    /// listen address and TLS files are read at start only. Backends and
-    /// the default that SCALE OUT set stay (see [`crate::routing`]).
-    pub fn reload(&self) -> Result<Vec<(String, usize)>, ReloadError> {
+    /// Re-reads the configuration. The settings of this replica apply at
+    /// once; its backend list is proposed to the fleet as a routing change
+    /// (with the backends and default SCALE OUT set kept, see
+    /// [`crate::routing`]), and backends marked `draining` get a plan that
+    /// moves their sessions to the default. Refused, with nothing applied
+    /// or written, when the file gives a backend another address or removes
+    /// one that sessions run on. The listen address and TLS files are read
+    /// at start only.
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let (path, overrides) = self
             .source
             .lock()
@@ -76,24 +95,61 @@ impl Shared {
             .ok_or(ReloadError::NoFile)?;
         let mut config = Config::load(Some(&path), &overrides)?;
         config.listen = self.env.config().listen;
-        self.env.set_config(config)?;
-        let config = self.env.config();
-        let routing = self.env.routing.update(|r| r.reloaded(&config));
-        tracing::info!(default = %routing.default, version = routing.version, "routing changed");
-        let to = routing.default.clone();
-        let mut drained = Vec::new();
-        for name in &routing.draining {
-            let n = crate::session::fleet::move_all(
-                &self.env,
-                Some(name),
-                &to,
-                crate::migration::Origin::Drain,
-                None,
-            )?;
-            tracing::info!(backend = %name, sessions = n, to = %to, "draining");
-            drained.push((name.clone(), n));
+        let current = self.env.routing.current();
+        let next = current.reloaded(&config);
+        let mut sessions = self.env.plans.state().sessions();
+        let me = self.env.plans.me().to_string();
+        for b in &current.backends {
+            let here = self.env.sessions.count_on(&b.name);
+            let list = sessions.entry(b.name.clone()).or_default();
+            list.retain(|(node, _)| *node != me);
+            list.push((me.clone(), here));
         }
-        Ok(drained)
+        if let Some(why) = current.refuse(&next, &sessions) {
+            return Err(ReloadError::Refused(why));
+        }
+        self.env.set_config(config)?;
+        let changed = Routing {
+            version: current.version,
+            ..next.clone()
+        } != *current;
+        let drained: Vec<(String, usize)> = next
+            .draining
+            .iter()
+            .map(|b| (b.clone(), self.env.sessions.count_on(b)))
+            .collect();
+        if !changed && drained.is_empty() {
+            return Ok(Reloaded {
+                plan: None,
+                notice: None,
+                drained,
+            });
+        }
+        let moves = (!drained.is_empty()).then(|| MoveSpec {
+            from: next.draining.iter().cloned().collect(),
+            to: next.default.clone(),
+            origin: "drain".into(),
+            wait_ms: None,
+        });
+        let draft = Draft {
+            id: self.env.plans.new_id(),
+            what: match (&moves, changed) {
+                (Some(m), _) => format!("RELOAD at {me}: drain {} to {}", m.from.join(", "), m.to),
+                (None, _) => format!("RELOAD at {me}: routing change"),
+            },
+            routing_rev: current.version,
+            routing: changed.then_some(next),
+            moves,
+        };
+        let (plan, notice) = crate::session::fleet::propose(&self.env, draft)
+            .await
+            .map_err(|(code, message)| ReloadError::Plan { code, message })?;
+        tracing::info!(plan = %plan, draining = ?drained, "reload proposed to the fleet");
+        Ok(Reloaded {
+            plan: Some(plan),
+            notice,
+            drained,
+        })
     }
 
     /// Starts the graceful shutdown (SIGTERM, SHUTDOWN).

@@ -8,13 +8,17 @@
 //! `watch`, so the fleet can later feed it from its store.
 
 use crate::config::{Backend, Config};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// In a fleet this is the value of the store's routing record (see
+/// `cluster::records::ROUTING`), and `version` is that record's revision.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Routing {
-    /// Bumped by every change.
+    /// Bumped by every change; in a fleet, the store revision of the
+    /// committed record.
+    #[serde(skip)]
     pub version: u64,
     /// In order: the file's, then those added at run time.
     pub backends: Vec<Backend>,
@@ -107,6 +111,72 @@ impl Routing {
             next.chosen_default = true;
         }
         next
+    }
+}
+
+/// Backends named alike in `a` and `b` with different addresses: one
+/// line each. A backend's name means one server across the fleet; a new
+/// address is a new backend.
+pub fn address_conflicts(a: &[Backend], b: &[Backend]) -> Vec<String> {
+    let mut out = Vec::new();
+    for x in a {
+        if let Some(y) = b.iter().find(|y| y.name == x.name) {
+            if (x.host.as_str(), x.port) != (y.host.as_str(), y.port) {
+                out.push(format!(
+                    "backend \"{}\" is {} here but {} in the fleet's routing",
+                    x.name,
+                    x.addr(),
+                    y.addr()
+                ));
+            }
+        }
+    }
+    out
+}
+
+impl Routing {
+    /// Why `next` may not replace this routing, if it may not: its default
+    /// is not one of its backends, it gives a backend another address, or
+    /// it removes a backend that sessions still run on (`sessions`: per
+    /// backend, across the fleet, with who holds them).
+    pub fn refuse(
+        &self,
+        next: &Routing,
+        sessions: &BTreeMap<String, Vec<(String, usize)>>,
+    ) -> Option<String> {
+        if next.backend(&next.default).is_none() {
+            return Some(format!(
+                "the default backend \"{}\" is not one of the backends",
+                next.default
+            ));
+        }
+        let conflicts = address_conflicts(&next.backends, &self.backends);
+        if !conflicts.is_empty() {
+            return Some(format!(
+                "{}; give a new address a new backend name",
+                conflicts.join("; ")
+            ));
+        }
+        for b in &self.backends {
+            if next.backend(&b.name).is_some() {
+                continue;
+            }
+            let holders: Vec<String> = sessions
+                .get(&b.name)
+                .into_iter()
+                .flatten()
+                .filter(|(_, n)| *n > 0)
+                .map(|(node, n)| format!("{n} at {node}"))
+                .collect();
+            if !holders.is_empty() {
+                return Some(format!(
+                    "backend \"{}\" would be removed while sessions run on it ({}); mark it draining first, so they move",
+                    b.name,
+                    holders.join(", ")
+                ));
+            }
+        }
+        None
     }
 }
 

@@ -143,21 +143,40 @@ impl Relay {
                     "pgbaton: dry_run applies to this session only; it does not combine with from=",
                 );
             }
-            match super::fleet::move_all(&ctx.env, Some(&from), &to, Origin::Admin, wait) {
-                Ok(n) => {
-                    self.reply_notice(&format!(
-                        "pgbaton: moving {n} session(s) from {from} to {to}; see SHOW MIGRATIONS"
-                    ));
-                    // The command is answered once: the held message is
-                    // either gone or on its way to the server now.
-                    if parsed.has_statement || parse {
-                        self.forward_held();
-                    } else {
-                        self.held = Held::Answered;
-                        self.reply_done(&format!("MIGRATE {n}"));
+            let (mut draft, here) =
+                match super::fleet::move_draft(&ctx.env, Some(&from), &to, Origin::Admin) {
+                    Ok(d) => d,
+                    Err(e) => return self.reply_error(e.sqlstate(), &format!("pgbaton: {e}")),
+                };
+            if let Some(spec) = draft.moves.as_mut() {
+                spec.wait_ms = wait.map(|w| w.as_millis() as u64);
+            }
+            let plan = draft.id.clone();
+            // Proposed on its own task: the session answers at once, and
+            // the leader's decision shows in SHOW PLANS and SHOW CONFLICTS
+            // (a lost conflict or a refusal is logged here too).
+            let env = ctx.env.clone();
+            tokio::spawn(async move {
+                match super::fleet::propose(&env, draft).await {
+                    Ok((plan, None)) => tracing::info!(plan = %plan, "fleet-wide move committed"),
+                    Ok((plan, Some(n))) => {
+                        tracing::info!(plan = %plan, note = %n, "fleet-wide move proposed")
+                    }
+                    Err((code, m)) => {
+                        tracing::warn!(code = code.code(), message = %m, "fleet-wide move not done")
                     }
                 }
-                Err(e) => self.reply_error(e.sqlstate(), &format!("pgbaton: {e}")),
+            });
+            self.reply_notice(&format!(
+                "pgbaton: plan {plan} proposed: moving every session from {from} to {to}, at every replica ({here} here); see SHOW PLANS"
+            ));
+            // The command is answered once: the held message is either
+            // gone or on its way to the server now.
+            if parsed.has_statement || parse {
+                self.forward_held();
+            } else {
+                self.held = Held::Answered;
+                self.reply_done(&format!("MIGRATE {here}"));
             }
             return;
         }

@@ -10,6 +10,7 @@ use super::budget::MemoryBudget;
 use super::registry::SessionRegistry;
 use crate::auth::scram::StoredSecret;
 use crate::cancel::CancelRegistry;
+use crate::cluster::plans::Plans;
 use crate::config::Config;
 use crate::migration::moves::{MoveEnv, Moves};
 use crate::net::busy_poll::BusyPoll;
@@ -86,12 +87,22 @@ pub struct Env {
     pub moves: Arc<Moves>,
     /// The runtime's busy polling: every socket a session opens is watched.
     pub busy_poll: BusyPoll,
+    /// The fleet's routing and plans: fleet-wide moves are proposed here.
+    pub plans: Plans,
+    /// Client addresses of the other replicas by number, for cancels of
+    /// their sessions.
+    pub peers: RwLock<HashMap<u8, String>>,
 }
 
 impl Env {
     /// The environment of a proxy that is node `node` of its fleet (0 when
     /// it runs alone).
-    pub fn new(config: Config, node: u16, busy_poll: BusyPoll) -> Result<Env, TlsError> {
+    pub fn new(
+        config: Config,
+        node: u8,
+        busy_poll: BusyPoll,
+        plans: Plans,
+    ) -> Result<Env, TlsError> {
         let tls_acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let connectors = Arc::new(Connectors::new(&config.backends)?);
         let secrets: HashMap<String, StoredSecret> = config
@@ -118,12 +129,14 @@ impl Env {
             secrets,
             mock_nonce: rand::random(),
             mock_iterations,
-            cancel: CancelRegistry::new(node as u8),
+            cancel: CancelRegistry::new(node),
             sessions: SessionRegistry::default(),
             stats: Stats::default(),
-            ids: SessionIds::new(node),
+            ids: SessionIds::new(node.into()),
             moves: Arc::new(Moves::default()),
             busy_poll,
+            plans,
+            peers: RwLock::default(),
         })
     }
 

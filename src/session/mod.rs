@@ -22,7 +22,7 @@ pub mod registry;
 pub mod relay;
 mod steps;
 
-use crate::cancel::CancelTarget;
+use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::config::ADMIN_DATABASE;
 use crate::net::Stream;
 use crate::protocol::startup::{self, StartupParam, PROTOCOL_3_0};
@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -464,6 +464,27 @@ fn negotiate_version(version: i32, params: &[StartupParam], out: &mut BytesMut) 
 
 async fn forward_cancel(env: &Env, pid: i32, key: i32) {
     let Some(target) = env.cancel.lookup(pid, key) else {
+        // The secret's top byte names the replica that gave it out: a
+        // cancel for another replica's session goes to that replica, which
+        // cancels on the session's current server. A replica never
+        // forwards a key of its own number, so a cancel is forwarded once.
+        let owner = CancelRegistry::node_of(key);
+        if owner != 0 && owner != env.cancel.node() {
+            let peer = env
+                .peers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&owner)
+                .cloned();
+            match peer {
+                Some(addr) => forward_to_replica(env, &addr, pid, key).await,
+                None => debug!(
+                    pid,
+                    owner, "cancel request for a replica this one does not know ignored"
+                ),
+            }
+            return;
+        }
         debug!(pid, "cancel request with unknown key ignored");
         return;
     };
@@ -483,6 +504,41 @@ async fn forward_cancel(env: &Env, pid: i32, key: i32) {
             info!(backend = %target.backend.name, server.pid = target.pid, "cancel forwarded");
         }
         Err(e) => warn!(error = %e, "cancel could not be forwarded"),
+    }
+}
+
+/// Hands a CancelRequest to the replica at `addr` that owns the session,
+/// and waits for it to close the connection (it does once it has handled
+/// the cancel), so this client's close means the same as with one proxy.
+async fn forward_to_replica(env: &Env, addr: &str, pid: i32, key: i32) {
+    let timeout = env.config().connect_timeout;
+    let send = async {
+        let mut tcp = TcpStream::connect(addr).await?;
+        let mut packet = Vec::with_capacity(16);
+        packet.extend_from_slice(&16i32.to_be_bytes());
+        packet.extend_from_slice(&crate::protocol::startup::CANCEL_REQUEST_CODE.to_be_bytes());
+        packet.extend_from_slice(&pid.to_be_bytes());
+        packet.extend_from_slice(&key.to_be_bytes());
+        tcp.write_all(&packet).await?;
+        let mut sink = [0u8; 16];
+        let _ = tcp.read(&mut sink).await;
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(timeout * 2, send).await {
+        Ok(Ok(())) => {
+            Stats::bump(&env.stats.cancels_forwarded);
+            info!(
+                replica = addr,
+                "cancel forwarded to the replica that owns the session"
+            );
+        }
+        Ok(Err(e)) => {
+            warn!(replica = addr, error = %e, "cancel could not be forwarded to its replica")
+        }
+        Err(_) => warn!(
+            replica = addr,
+            "cancel forwarded to its replica got no close in time"
+        ),
     }
 }
 

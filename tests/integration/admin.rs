@@ -280,7 +280,17 @@ async fn show_backends_stats_and_version() {
     let s = show(&admin, "SHOW BACKENDS").await;
     assert_eq!(
         s.columns,
-        ["name", "host", "port", "default", "sessions", "status"]
+        [
+            "name",
+            "host",
+            "port",
+            "default",
+            "sessions",
+            "status",
+            "draining",
+            "fleet_sessions",
+            "revision"
+        ]
     );
     assert_eq!(s.rows.len(), 2, "{s:?}");
     for (i, server) in servers.iter().enumerate() {

@@ -73,8 +73,9 @@ async fn reload_drains_a_backend_and_disconnects_the_pinned_when_told() {
     stuck.batch_execute("BEGIN; SELECT 1").await.unwrap();
 
     std::fs::write(&path, config_text(&[s1, s2], Some(0), extra)).unwrap();
-    let drained = proxy.shared.reload().expect("reload");
-    assert_eq!(drained, vec![("pg1".to_string(), 3)]);
+    let done = proxy.shared.reload().await.expect("reload");
+    assert_eq!(done.drained, vec![("pg1".to_string(), 3)]);
+    assert!(done.plan.is_some() && done.notice.is_none(), "{done:?}");
 
     wait_all_on(&proxy, &["drain-a", "drain-b"], "pg2").await;
     for c in &movers {
@@ -127,7 +128,7 @@ async fn reload_without_a_file_is_an_error() {
     let console = admin.connect("postgres", "pgbaton").await;
     let e = must_fail(console.simple_query("RELOAD").await, "no file to reload");
     assert_eq!(sqlstate(&e), "F0000");
-    assert!(proxy.shared.reload().is_err());
+    assert!(proxy.shared.reload().await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
