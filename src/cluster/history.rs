@@ -113,6 +113,112 @@ pub fn read(paths: &[&Path]) -> std::io::Result<Vec<Recorded>> {
     Ok(all)
 }
 
+/// Events that record a fenced leader write.
+pub const LEADER_WRITES: &[&str] = &[
+    "fenced_write",
+    "plan_executing",
+    "plan_aborted",
+    "plan_done",
+    "resolved",
+    "routing_committed",
+];
+
+/// The node of a proposal id (`<node>-<8 hex digits>`).
+fn proposer(id: &str) -> &str {
+    id.rsplit_once('-').map_or(id, |(node, _)| node)
+}
+
+/// The first word of a plan event's detail: the proposal id.
+fn plan_id(detail: &str) -> &str {
+    detail.split(':').next().unwrap_or("").trim()
+}
+
+/// I5 on the plans' events: every conflict report gets exactly one
+/// resolution (that names it the winner or a loser); no losing proposal
+/// ever executes; every loser that lived on acknowledged (adopted) its
+/// resolution.
+pub fn check_conflicts(events: &[Recorded]) -> Vec<String> {
+    let mut bad = Vec::new();
+    // resolution n -> (winner, losers, when)
+    let mut resolutions = Vec::new();
+    for e in events.iter().filter(|e| e.event == "resolved") {
+        let words: Vec<&str> = e.detail.split_whitespace().collect();
+        let n: Option<u64> = words.get(1).and_then(|w| w.trim_end_matches(':').parse().ok());
+        let winner = words.iter().position(|w| *w == "winner").and_then(|i| words.get(i + 1));
+        let losers: Vec<String> = words
+            .iter()
+            .position(|w| *w == "losers")
+            .and_then(|i| words.get(i + 1))
+            .map(|l| l.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        match (n, winner) {
+            (Some(n), Some(w)) => resolutions.push((n, w.to_string(), losers, e.mono_us)),
+            _ => bad.push(format!("I5: unreadable resolution {:?}", e.detail)),
+        }
+    }
+    for e in events.iter().filter(|e| e.event == "conflict_filed") {
+        let id = plan_id(&e.detail);
+        let n = resolutions
+            .iter()
+            .filter(|(_, w, l, _)| w == id || l.iter().any(|x| x == id))
+            .count();
+        if n != 1 {
+            bad.push(format!("I5: conflict report {id} has {n} resolutions, not 1"));
+        }
+    }
+    for e in events.iter().filter(|e| e.event == "plan_executing") {
+        let id = plan_id(&e.detail);
+        if resolutions.iter().any(|(_, _, l, _)| l.iter().any(|x| x == id)) {
+            bad.push(format!("I5: plan {id} executed although it lost a conflict"));
+        }
+    }
+    for (n, _, losers, at) in &resolutions {
+        for l in losers {
+            let node = proposer(l);
+            let lived_on = events.iter().any(|e| e.node == node && e.mono_us > *at);
+            let adopted = events.iter().any(|e| {
+                e.node == node
+                    && e.event == "adopted"
+                    && e.detail
+                        .strip_prefix("resolution ")
+                        .and_then(|d| d.split(';').next())
+                        .and_then(|d| d.parse::<u64>().ok())
+                        .is_some_and(|a| a >= *n)
+            });
+            if lived_on && !adopted {
+                bad.push(format!("I5: {node} never acknowledged resolution {n}, which its plan {l} lost"));
+            }
+        }
+    }
+    bad
+}
+
+/// I4, convergence: each of `nodes` last applied the routing revision the
+/// fleet last committed (or seeded).
+pub fn check_converged(events: &[Recorded], nodes: &[&str]) -> Vec<String> {
+    let committed = events
+        .iter()
+        .filter(|e| e.event == "routing_committed" || e.event == "routing_seeded")
+        .map(|e| e.rev)
+        .max();
+    let Some(committed) = committed else {
+        return vec!["I4: no routing was ever committed".into()];
+    };
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let applied = events
+                .iter()
+                .filter(|e| e.node == *n && e.event == "routing_applied")
+                .max_by_key(|e| e.mono_us)
+                .map(|e| e.rev);
+            (applied != Some(committed)).then(|| {
+                format!("I4: {n} runs on routing revision {applied:?}, the fleet's is {committed}")
+            })
+        })
+        .collect()
+}
+
 /// Checks the safety invariants of the fleet's design on the histories of
 /// all replicas (store revisions order the events across processes):
 /// - I1: at most one leader per term;
@@ -149,7 +255,7 @@ pub fn check(events: &[Recorded], strict_rank: bool) -> Vec<String> {
             ));
         }
     }
-    for w in events.iter().filter(|e| e.event == "fenced_write") {
+    for w in events.iter().filter(|e| LEADER_WRITES.contains(&e.event.as_str())) {
         let Some(start) = by_term.get(&w.term).and_then(|v| v.first()) else {
             bad.push(format!(
                 "I3: {} wrote at revision {} for term {}, which nobody was elected to",

@@ -930,8 +930,12 @@ impl Coordinator {
             .collect();
         let winner = d.winner.clone().unwrap_or_else(|| plan.proposal.clone());
         if others.is_empty() && reports.is_empty() {
+            let routing = puts_routing(&ops);
             if let Some(rev) = fenced(store, fence, guards, ops).await? {
                 self.record(event, fence.term, rev, what);
+                if routing {
+                    self.record("routing_committed", fence.term, rev, winner.id.clone());
+                }
             }
             return Ok(());
         }
@@ -980,7 +984,11 @@ impl Coordinator {
         for old in state.resolutions.iter().take(excess) {
             ops.push(Op::delete(resolution_key(old.n)));
         }
+        let routing = puts_routing(&ops);
         if let Some(rev) = fenced(store, fence, guards, ops).await? {
+            if routing {
+                self.record("routing_committed", fence.term, rev, winner.id.clone());
+            }
             if let Some(p) = state_event {
                 let event = if p.state == PlanState::Executing {
                     "plan_executing"
@@ -1085,6 +1093,11 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+fn puts_routing(ops: &[Op]) -> bool {
+    ops.iter()
+        .any(|op| matches!(op, Op::Put { key, .. } if key == ROUTING))
 }
 
 /// A leader write: guarded on the seat's create revision, and only while

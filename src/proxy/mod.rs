@@ -97,11 +97,12 @@ impl Proxy {
         // file that gives a backend of the fleet another address is
         // refused before this replica serves anyone.
         match shared.cluster.plans.seed(local).await {
-            Ok((_, routing)) => {
+            Ok((rev, routing)) => {
                 for b in &routing.backends {
                     shared.env.connectors.add(b)?;
                 }
                 shared.env.routing.update(|_| routing);
+                shared.cluster.plans.applied(rev);
             }
             Err(e @ crate::cluster::plans::PlanError::Routing(_)) => {
                 shared.cluster.resign().await;

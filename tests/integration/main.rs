@@ -16,6 +16,7 @@ mod drain;
 mod dry_run;
 mod errors;
 mod fleet;
+mod fleet_plans;
 mod lazy_prepare;
 mod ledger;
 mod logging;

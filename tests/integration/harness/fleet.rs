@@ -24,7 +24,10 @@ pub struct Replica {
 pub struct Fleet {
     dir: TempDir,
     store: String,
-    backend: String,
+    /// (name, host:port), in the order the configurations list them.
+    backends: Vec<(String, String)>,
+    /// Lines added at the top of every replica's configuration.
+    pub top: String,
     pub replicas: Vec<Replica>,
 }
 
@@ -34,11 +37,20 @@ impl Fleet {
     /// A fleet on store `store` (a URL), relaying to the Postgres at
     /// `backend` (`host:port`).
     pub fn new(store: &str, backend: &str) -> Fleet {
+        Fleet::with_backends(store, &[("pg1", backend), ("pg2", backend)])
+    }
+
+    /// A fleet whose replicas all configure `backends` (name, host:port).
+    pub fn with_backends(store: &str, backends: &[(&str, &str)]) -> Fleet {
         super::init_tracing();
         Fleet {
             dir: TempDir::new(),
             store: store.to_string(),
-            backend: backend.to_string(),
+            backends: backends
+                .iter()
+                .map(|(n, a)| (n.to_string(), a.to_string()))
+                .collect(),
+            top: String::new(),
             replicas: Vec::new(),
         }
     }
@@ -48,19 +60,45 @@ impl Fleet {
     }
 
     fn config(&self, id: &str, port: u16, store: &str, extra: &str) -> PathBuf {
-        let (host, pg_port) = self.backend.rsplit_once(':').unwrap();
-        let text = format!(
+        self.config_with(id, port, store, extra, &self.backends)
+    }
+
+    fn config_with(
+        &self,
+        id: &str,
+        port: u16,
+        store: &str,
+        extra: &str,
+        backends: &[(String, String)],
+    ) -> PathBuf {
+        let mut text = format!(
             "listen = \"127.0.0.1:{port}\"\nauth = \"trust\"\nadmin_users = [\"postgres\"]\n\
-             shutdown_timeout = \"5s\"\n\
-             [cluster]\n{extra}\nstore = \"{store}\"\nnode_id = \"{id}\"\nlease_ttl = \"{}ms\"\nhistory = \"{}\"\n\
-             [[backends]]\nname = \"pg1\"\nhost = \"{host}\"\nport = {pg_port}\n\
-             [[backends]]\nname = \"pg2\"\nhost = \"{host}\"\nport = {pg_port}\n",
+             shutdown_timeout = \"5s\"\n{}\n\
+             [cluster]\n{extra}\nstore = \"{store}\"\nnode_id = \"{id}\"\nlease_ttl = \"{}ms\"\nhistory = \"{}\"\n",
+            self.top,
             TTL.as_millis(),
             self.history_path().display()
         );
+        for (name, addr) in backends {
+            let (host, pg_port) = addr.rsplit_once(':').unwrap();
+            text.push_str(&format!(
+                "[[backends]]\nname = \"{name}\"\nhost = \"{host}\"\nport = {pg_port}\n"
+            ));
+        }
         let path = self.dir.join(&format!("{id}.toml"));
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    /// Rewrites replica `id`'s configuration with `backends` (for RELOAD).
+    pub fn rewrite(&self, id: &str, backends: &[(&str, &str)]) {
+        let i = self.index(id);
+        let backends: Vec<(String, String)> = backends
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect();
+        let store = self.store.clone();
+        self.config_with(id, self.replicas[i].port, &store, "", &backends);
     }
 
     /// Starts replica `id` and waits until its console answers; returns
@@ -140,6 +178,25 @@ impl Fleet {
         client
     }
 
+    /// A client of replica `i` named `app` (its application_name).
+    pub async fn client_app(&self, i: usize, app: &str) -> tokio_postgres::Client {
+        let conn = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name={app}",
+            self.replicas[i].port
+        );
+        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to replica {}: {e}", self.replicas[i].id));
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A console command at replica `i`.
+    pub async fn admin(&self, i: usize, sql: &str) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let console = self.client(i, "pgbaton").await;
+        super::admin(&console, sql).await
+    }
+
     /// Runs pgbaton with `args` and a config of this fleet for node `id`
     /// on `store`, as a user would, and returns its exit status and log.
     pub async fn run_once(
@@ -148,8 +205,19 @@ impl Fleet {
         store: &str,
         extra: &str,
     ) -> (std::process::ExitStatus, String) {
+        self.run_once_with(id, store, extra, &self.backends).await
+    }
+
+    /// As [`Fleet::run_once`], with `backends` in the configuration.
+    pub async fn run_once_with(
+        &self,
+        id: &str,
+        store: &str,
+        extra: &str,
+        backends: &[(String, String)],
+    ) -> (std::process::ExitStatus, String) {
         let port = free_port();
-        let config = self.config(id, port, store, extra);
+        let config = self.config_with(id, port, store, extra, backends);
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgbaton"))
             .arg("serve")
             .arg("--config")
