@@ -6,7 +6,8 @@
 //! checker runs on what the replicas wrote (I1–I5).
 
 use crate::harness::etcd::TestEtcd;
-use crate::harness::fleet::Fleet;
+use crate::harness::fleet::{Fleet, TTL};
+use crate::harness::programs::{pgbench, show};
 use crate::harness::{col, start_servers, wait_for, wait_for_value, where_is, TestServer};
 use futures_util::StreamExt;
 use pgbaton::cluster::history;
@@ -267,4 +268,329 @@ async fn contradicting_moves_at_two_replicas_settle_on_one_target_every_time() {
     println!("conflict loop: {ROUNDS} rounds, winners {wins:?}");
     assert_eq!(wins.values().sum::<usize>(), ROUNDS as usize);
     assert_history(fleet, &["a", "b", "c"]);
+}
+
+/// The sessions replica `i` shows: (application_name, backend).
+async fn sessions_at(fleet: &Fleet, i: usize) -> Vec<(String, String)> {
+    fleet
+        .admin(i, "SHOW SESSIONS")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            Some((
+                col(r, "application_name")?.to_string(),
+                col(r, "backend")?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The sessions replica `i` shows, by application_name: its backend.
+async fn backends_at(fleet: &Fleet, i: usize) -> BTreeMap<String, String> {
+    sessions_at(fleet, i).await.into_iter().collect()
+}
+
+async fn running_on(server: &TestServer, app: &str) -> bool {
+    let direct = server.connect_direct("postgres").await;
+    let n: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state = 'active' AND query LIKE '%pg_sleep%'",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    n == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_to_another_replica_cancels_the_query_where_it_runs() {
+    let w = World::start(&["a", "b", "c"], "").await;
+    let fleet = &w.fleet;
+    let client = fleet.client_app(0, "cancel-me").await;
+    for (via, on) in [(1, "pg1"), (2, "pg2")] {
+        if on == "pg2" {
+            // Moved first: the cancel must find the session's new server.
+            let r = fleet.admin(0, "MIGRATE ALL FROM pg1 TO pg2").await.unwrap();
+            let id = col(&r[0], "plan").unwrap().to_string();
+            wait_done(fleet, &[0, 1, 2], &[&id]).await;
+            assert_eq!(where_is(&client).await.1, w.port("pg2"));
+        }
+        let server = &w.servers[if on == "pg1" { 0 } else { 1 }];
+        let token = client.cancel_token();
+        let port = fleet.replicas[via].port;
+        let (r, _) = tokio::join!(client.simple_query("SELECT pg_sleep(60)"), async {
+            wait_for("the query running on its server", || running_on(server, "cancel-me")).await;
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            token.cancel_query_raw(tcp, NoTls).await.unwrap();
+        });
+        let e = r.expect_err("the query was cancelled");
+        assert_eq!(
+            crate::harness::sqlstate(&e),
+            "57014",
+            "cancelled through replica {} on {on}: {e:?}",
+            fleet.replicas[via].id
+        );
+        // The session goes on.
+        assert_eq!(where_is(&client).await.1, server.port());
+    }
+    let stats = fleet.admin(1, "SHOW STATS").await.unwrap();
+    let forwarded = stats
+        .iter()
+        .find(|r| col(r, "name") == Some("cancels_forwarded"))
+        .and_then(|r| col(r, "value"));
+    assert_eq!(forwarded, Some("1"), "b forwarded one cancel: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_under_pgbench_on_three_replicas_loses_no_transaction() {
+    let w = World::start(&["a", "b", "c"], "").await;
+    let fleet = &w.fleet;
+    for s in &w.servers[..2] {
+        let port = s.port().to_string();
+        let o = pgbench(&port, &["-i", "-s", "1", "-q"]).await;
+        assert!(o.status.success(), "pgbench -i: {}", show(&o));
+    }
+    // 60 clients, 20 at each replica, selects only (pg1 and pg2 hold the
+    // same tables, not the same server).
+    let runs: Vec<_> = (0..3)
+        .map(|i| {
+            let port = fleet.replicas[i].port.to_string();
+            tokio::spawn(async move {
+                pgbench(&port, &["-n", "-S", "-c", "20", "-j", "2", "-T", "12"]).await
+            })
+        })
+        .collect();
+    for i in 0..3 {
+        wait_for("20 pgbench sessions at each replica", || async {
+            sessions_at(fleet, i).await.len() >= 20
+        })
+        .await;
+    }
+    let r = fleet.admin(0, "SCALE OUT TO pg2").await.unwrap();
+    let id = col(&r[0], "plan").unwrap().to_string();
+    let (_, rows) = wait_done(fleet, &[0, 1, 2], &[&id]).await;
+    // When the plan says done, every session at every replica is on pg2.
+    for i in 0..3 {
+        let on = sessions_at(fleet, i).await;
+        assert!(
+            on.iter().all(|(_, b)| b == "pg2") && on.len() >= 20,
+            "replica {}: {on:?}",
+            fleet.replicas[i].id
+        );
+    }
+    let moved: usize = rows
+        .iter()
+        .filter_map(|r| col(r, "moved")?.parse::<usize>().ok())
+        .sum();
+    assert_eq!(moved, 60, "{rows:?}");
+    for run in runs {
+        let o = run.await.unwrap();
+        let text = show(&o);
+        assert!(o.status.success(), "{text}");
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{text}"
+        );
+    }
+    assert_history(fleet, &["a", "b", "c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_survives_its_leader_killed_mid_move() {
+    let w = World::start(&["a", "b", "c"], "migration_wait = \"30s\"").await;
+    let pg2 = w.port("pg2");
+    let (_servers, _etcd, mut fleet) = (w.servers, w._etcd, w.fleet);
+    let leader = fleet.agreed_leader(&[0, 1, 2], &["a", "b", "c"]).await;
+    let l = fleet.index(&leader);
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let mut idle = Vec::new();
+    let mut busy = Vec::new();
+    for &i in &others {
+        for k in 0..3 {
+            let app = format!("idle-{}{k}", fleet.replicas[i].id);
+            idle.push((app.clone(), stateful(&fleet, i, &app).await));
+        }
+        // An open transaction holds the plan executing until it ends.
+        let app = format!("busy-{}", fleet.replicas[i].id);
+        let c = stateful(&fleet, i, &app).await;
+        c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        busy.push((app, c));
+    }
+    let r = fleet
+        .admin(others[0], "MIGRATE ALL FROM pg1 TO pg2")
+        .await
+        .unwrap();
+    let id = col(&r[0], "plan").unwrap().to_string();
+    // Mid-move: the idle sessions moved, the busy ones wait.
+    for &i in &others {
+        wait_for("the idle sessions moved, the busy one waiting", || async {
+            plan_at(&fleet, i).await.is_some_and(|(p, state, rows)| {
+                p == id
+                    && state == "executing"
+                    && others.iter().all(|&o| {
+                        let node = fleet.replicas[o].id.as_str();
+                        rows.iter().any(|r| {
+                            col(r, "node") == Some(node)
+                                && col(r, "moved") == Some("3")
+                                && col(r, "waiting") == Some("1")
+                        })
+                    })
+            })
+        })
+        .await;
+    }
+    fleet.kill9(l).await;
+    let survivors: Vec<&str> = others
+        .iter()
+        .map(|&i| fleet.replicas[i].id.as_str())
+        .collect();
+    let next = fleet.agreed_leader(&others, &survivors).await;
+    for (_, c) in &busy {
+        c.batch_execute("COMMIT").await.unwrap();
+    }
+    let (_, rows) = wait_done(&fleet, &others, &[&id]).await;
+    let note = col(&rows[0], "note").unwrap_or("");
+    assert!(
+        note.contains(&leader),
+        "the new leader {next} stopped waiting for the killed {leader}: {rows:?}"
+    );
+    // Nobody half-moved: every session is where its replica says, on pg2,
+    // with its state.
+    let mut all = idle;
+    all.extend(busy);
+    check_sessions(&all, pg2, 1).await;
+    for &i in &others {
+        assert!(backends_at(&fleet, i).await.values().all(|b| b == "pg2"));
+    }
+    let events = fleet.events();
+    let terms: Vec<u64> = events
+        .iter()
+        .filter(|e| e.detail.starts_with(&id) && (e.event == "plan_executing" || e.event == "plan_done"))
+        .map(|e| e.term)
+        .collect();
+    assert!(
+        terms.len() == 2 && terms[0] < terms[1],
+        "committed by one term, closed by a later one: {terms:?}"
+    );
+    assert_history(&fleet, &survivors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_barrier_waits_out_a_paused_replica_then_it_catches_up() {
+    let w = World::start(&["a", "b", "c"], "").await;
+    let fleet = &w.fleet;
+    let leader = fleet.agreed_leader(&[0, 1, 2], &["a", "b", "c"]).await;
+    // Pause a follower; ask the other one.
+    let paused = (0..3).find(|&i| fleet.replicas[i].id != leader).unwrap();
+    let asked = (0..3)
+        .find(|&i| i != paused && fleet.replicas[i].id != leader)
+        .unwrap();
+    let live = [asked, fleet.index(&leader)];
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        let app = format!("bar-{}", fleet.replicas[i].id);
+        sessions.push((app.clone(), stateful(fleet, i, &app).await));
+    }
+    let stopped_at = history::mono_us();
+    fleet.signal(paused, libc::SIGSTOP);
+    let r = fleet
+        .admin(asked, "MIGRATE ALL FROM pg1 TO pg2")
+        .await
+        .unwrap();
+    let id = col(&r[0], "plan").unwrap().to_string();
+    let (_, rows) = wait_done(fleet, &live, &[&id]).await;
+    let name = &fleet.replicas[paused].id;
+    let note = col(&rows[0], "note").unwrap_or("");
+    assert!(note.contains(name.as_str()), "{rows:?}");
+    // Its lease had to expire (at least one TTL after its last renewal,
+    // which was before the pause less a third of a TTL) and the grace (one
+    // TTL) pass: the plan cannot be done sooner.
+    let done_at = fleet
+        .events()
+        .iter()
+        .find(|e| e.event == "plan_done" && e.detail.starts_with(&id))
+        .map(|e| e.mono_us)
+        .unwrap();
+    let waited = Duration::from_micros(done_at - stopped_at);
+    assert!(waited >= TTL * 5 / 3, "done {waited:?} after the pause");
+    fleet.signal(paused, libc::SIGCONT);
+    // Back, it sees the plan done without it, and moves its own session.
+    wait_for("the paused replica's session moved after it came back", || async {
+        backends_at(fleet, paused).await.get(&format!("bar-{name}")) == Some(&"pg2".to_string())
+    })
+    .await;
+    check_sessions(&sessions, w.port("pg2"), 1).await;
+    assert_history(fleet, &["a", "b", "c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_the_fleet_cannot_carry_are_refused_and_nothing_is_written() {
+    let w = World::start(&["a", "b"], "").await;
+    let fleet = &w.fleet;
+    let revision = |rows: &[Row]| col(&rows[0], "revision").map(str::to_string);
+    let before = fleet.admin(0, "SHOW BACKENDS").await.unwrap();
+
+    // A plan naming an unknown backend.
+    let e = fleet
+        .admin(0, "MIGRATE ALL FROM pg1 TO pg9")
+        .await
+        .expect_err("unknown backend");
+    assert_eq!(crate::harness::sqlstate(&e), "42704", "{e:?}");
+    assert!(fleet.admin(1, "SHOW PLANS").await.unwrap().is_empty());
+
+    // A routing change that removes the backend b's sessions are on.
+    let s = fleet.client_app(1, "on-pg3").await;
+    let r = fleet.admin(1, "MIGRATE ALL FROM pg1 TO pg3").await.unwrap();
+    let id = col(&r[0], "plan").unwrap().to_string();
+    wait_done(fleet, &[0, 1], &[&id]).await;
+    assert_eq!(where_is(&s).await.1, w.port("pg3"));
+    let addrs: Vec<String> = w.servers.iter().map(|s| s.addr()).collect();
+    fleet.rewrite("a", &[("pg1", &addrs[0]), ("pg2", &addrs[1])]);
+    wait_for("b's load reported to the fleet", || async {
+        let rows = fleet.admin(0, "SHOW BACKENDS").await.unwrap();
+        rows.iter()
+            .any(|r| col(r, "name") == Some("pg3") && col(r, "fleet_sessions") == Some("1"))
+    })
+    .await;
+    let e = fleet.admin(0, "RELOAD").await.expect_err("pg3 has a session");
+    let text = crate::harness::err_text(&e);
+    assert!(
+        text.contains("pg3") && text.contains("1 at b") && text.contains("draining"),
+        "{text}"
+    );
+
+    // A backend under its name at another address, at RELOAD and at start.
+    let other = format!("127.0.0.1:{}", crate::harness::etcd::free_port());
+    fleet.rewrite(
+        "a",
+        &[("pg1", &other), ("pg2", &addrs[1]), ("pg3", &addrs[2])],
+    );
+    let e = fleet.admin(0, "RELOAD").await.expect_err("pg1 moved");
+    let text = crate::harness::err_text(&e);
+    assert!(text.contains("pg1") && text.contains(&other), "{text}");
+    let backends = vec![
+        ("pg1".to_string(), other.clone()),
+        ("pg2".to_string(), addrs[1].clone()),
+        ("pg3".to_string(), addrs[2].clone()),
+    ];
+    let url = w._etcd.url();
+    let (status, log) = fleet.run_once_with("d", &url, "", &backends).await;
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("disagrees with the fleet's routing") && log.contains(&other),
+        "{log}"
+    );
+    // Nothing was written: the routing revision is the one before, and
+    // the backends unchanged.
+    let after = fleet.admin(1, "SHOW BACKENDS").await.unwrap();
+    assert_eq!(revision(&before), revision(&after));
+    assert_eq!(after.len(), 3);
+    assert!(after
+        .iter()
+        .any(|r| col(r, "name") == Some("pg1") && col(r, "port") == Some(&*w.port("pg1").to_string())));
 }
