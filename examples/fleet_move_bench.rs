@@ -88,11 +88,16 @@ async fn replica(
         ..Default::default()
     };
     let cluster = match store {
-        Some((url, id)) => format!("[cluster]\nstore = \"{url}\"\nnode_id = \"{id}\"\nlease_ttl = \"2s\"\n"),
+        Some((url, id)) => {
+            format!("[cluster]\nstore = \"{url}\"\nnode_id = \"{id}\"\nlease_ttl = \"2s\"\n")
+        }
         None => String::new(),
     };
     let mut config = Config::from_toml(
-        &format!("max_clients = {}\nmigration_wait = \"120s\"\n{cluster}", n + 10),
+        &format!(
+            "max_clients = {}\nmigration_wait = \"120s\"\n{cluster}",
+            n + 10
+        ),
         &overrides,
     )?;
     for b in &mut config.backends {
@@ -257,8 +262,14 @@ async fn run(n: usize, rounds: usize) -> Result<()> {
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map_or(Ok(300), |a| a.parse()).context("N is a number")?;
-    let rounds: usize = args.next().map_or(Ok(3), |a| a.parse()).context("rounds is a number")?;
+    let n: usize = args
+        .next()
+        .map_or(Ok(300), |a| a.parse())
+        .context("N is a number")?;
+    let rounds: usize = args
+        .next()
+        .map_or(Ok(3), |a| a.parse())
+        .context("rounds is a number")?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)

@@ -143,13 +143,23 @@ pub fn check_conflicts(events: &[Recorded]) -> Vec<String> {
     let mut resolutions = Vec::new();
     for e in events.iter().filter(|e| e.event == "resolved") {
         let words: Vec<&str> = e.detail.split_whitespace().collect();
-        let n: Option<u64> = words.get(1).and_then(|w| w.trim_end_matches(':').parse().ok());
-        let winner = words.iter().position(|w| *w == "winner").and_then(|i| words.get(i + 1));
+        let n: Option<u64> = words
+            .get(1)
+            .and_then(|w| w.trim_end_matches(':').parse().ok());
+        let winner = words
+            .iter()
+            .position(|w| *w == "winner")
+            .and_then(|i| words.get(i + 1));
         let losers: Vec<String> = words
             .iter()
             .position(|w| *w == "losers")
             .and_then(|i| words.get(i + 1))
-            .map(|l| l.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|l| {
+                l.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         match (n, winner) {
             (Some(n), Some(w)) => resolutions.push((n, w.to_string(), losers, e.mono_us)),
@@ -163,13 +173,20 @@ pub fn check_conflicts(events: &[Recorded]) -> Vec<String> {
             .filter(|(_, w, l, _)| w == id || l.iter().any(|x| x == id))
             .count();
         if n != 1 {
-            bad.push(format!("I5: conflict report {id} has {n} resolutions, not 1"));
+            bad.push(format!(
+                "I5: conflict report {id} has {n} resolutions, not 1"
+            ));
         }
     }
     for e in events.iter().filter(|e| e.event == "plan_executing") {
         let id = plan_id(&e.detail);
-        if resolutions.iter().any(|(_, _, l, _)| l.iter().any(|x| x == id)) {
-            bad.push(format!("I5: plan {id} executed although it lost a conflict"));
+        if resolutions
+            .iter()
+            .any(|(_, _, l, _)| l.iter().any(|x| x == id))
+        {
+            bad.push(format!(
+                "I5: plan {id} executed although it lost a conflict"
+            ));
         }
     }
     for (n, _, losers, at) in &resolutions {
@@ -186,7 +203,9 @@ pub fn check_conflicts(events: &[Recorded]) -> Vec<String> {
                         .is_some_and(|a| a >= *n)
             });
             if lived_on && !adopted {
-                bad.push(format!("I5: {node} never acknowledged resolution {n}, which its plan {l} lost"));
+                bad.push(format!(
+                    "I5: {node} never acknowledged resolution {n}, which its plan {l} lost"
+                ));
             }
         }
     }
@@ -255,7 +274,10 @@ pub fn check(events: &[Recorded], strict_rank: bool) -> Vec<String> {
             ));
         }
     }
-    for w in events.iter().filter(|e| LEADER_WRITES.contains(&e.event.as_str())) {
+    for w in events
+        .iter()
+        .filter(|e| LEADER_WRITES.contains(&e.event.as_str()))
+    {
         let Some(start) = by_term.get(&w.term).and_then(|v| v.first()) else {
             bad.push(format!(
                 "I3: {} wrote at revision {} for term {}, which nobody was elected to",

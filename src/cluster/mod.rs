@@ -27,4 +27,6 @@ pub mod store;
 pub use agent::{Cluster, ClusterError, ClusterView, NodeView, Role};
 
 #[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
 mod tests;

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const TTL: Duration = Duration::from_secs(2);
+pub(super) const TTL: Duration = Duration::from_secs(2);
 
 /// One replica's way to the shared store, which a test can cut.
-struct Link {
+pub(super) struct Link {
     store: Arc<MemoryStore>,
-    up: AtomicBool,
+    pub(super) up: AtomicBool,
     /// The next keepalive's answer comes this late (the renewal itself is
     /// made at once): a store that is slow, not gone.
     slow_keepalive: std::sync::Mutex<Option<Duration>>,
@@ -28,7 +28,7 @@ struct Link {
     /// answers: another replica's write landing between two reads.
     before_list: std::sync::Mutex<Option<(String, Vec<Op>)>>,
     /// The same, before the next get of a key.
-    before_get: std::sync::Mutex<Option<(String, Vec<Op>)>>,
+    pub(super) before_get: std::sync::Mutex<Option<(String, Vec<Op>)>>,
 }
 
 impl Link {
@@ -114,9 +114,9 @@ impl CoordStore for Link {
     }
 }
 
-struct Fleet {
+pub(super) struct Fleet {
     store: Arc<MemoryStore>,
-    history: std::path::PathBuf,
+    pub(super) history: std::path::PathBuf,
     _dir: TempDir,
 }
 
@@ -127,13 +127,13 @@ impl Drop for TempDir {
     }
 }
 
-struct Replica {
-    cluster: Cluster,
-    link: Arc<Link>,
+pub(super) struct Replica {
+    pub(super) cluster: Cluster,
+    pub(super) link: Arc<Link>,
 }
 
 impl Fleet {
-    fn new() -> Fleet {
+    pub(super) fn new() -> Fleet {
         let dir = std::env::temp_dir().join(format!("pgbaton-cluster-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         Fleet {
@@ -175,16 +175,16 @@ impl Fleet {
         Ok(Replica { cluster, link })
     }
 
-    async fn join(&self, id: &str) -> Replica {
+    pub(super) async fn join(&self, id: &str) -> Replica {
         self.try_join(id).await.unwrap()
     }
 
-    fn verdict(&self, strict_rank: bool) -> Vec<String> {
+    pub(super) fn verdict(&self, strict_rank: bool) -> Vec<String> {
         let events = history::read(&[&self.history]).unwrap();
         history::check(&events, strict_rank)
     }
 
-    fn events(&self, kind: &str) -> Vec<history::Recorded> {
+    pub(super) fn events(&self, kind: &str) -> Vec<history::Recorded> {
         history::read(&[&self.history])
             .unwrap()
             .into_iter()
@@ -194,7 +194,11 @@ impl Fleet {
 }
 
 /// Waits (in paused time) until `f` holds of a replica's view.
-async fn until(r: &Replica, what: &str, f: impl Fn(&ClusterView) -> bool) -> ClusterView {
+pub(super) async fn until(
+    r: &Replica,
+    what: &str,
+    f: impl Fn(&ClusterView) -> bool,
+) -> ClusterView {
     let mut rx = r.cluster.watch();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {

@@ -163,7 +163,10 @@ async fn check_sessions(sessions: &[(String, Client)], port: u16, round: i32) {
             .await
             .unwrap();
         let (tz, tag, n): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
-        assert_eq!((tz.as_str(), tag.as_str(), n), ("Asia/Tokyo", app.as_str(), round));
+        assert_eq!(
+            (tz.as_str(), tag.as_str(), n),
+            ("Asia/Tokyo", app.as_str(), round)
+        );
         let v: i32 = c.query_one("EXECUTE q(41)", &[]).await.unwrap().get(0);
         assert_eq!(v, 42, "{app}'s prepared statement after round {round}");
     }
@@ -322,7 +325,10 @@ async fn a_cancel_sent_to_another_replica_cancels_the_query_where_it_runs() {
         let token = client.cancel_token();
         let port = fleet.replicas[via].port;
         let (r, _) = tokio::join!(client.simple_query("SELECT pg_sleep(60)"), async {
-            wait_for("the query running on its server", || running_on(server, "cancel-me")).await;
+            wait_for("the query running on its server", || {
+                running_on(server, "cancel-me")
+            })
+            .await;
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .unwrap();
@@ -392,10 +398,7 @@ async fn scale_out_under_pgbench_on_three_replicas_loses_no_transaction() {
         let o = run.await.unwrap();
         let text = show(&o);
         assert!(o.status.success(), "{text}");
-        assert!(
-            text.contains("number of failed transactions: 0"),
-            "{text}"
-        );
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
     }
     assert_history(fleet, &["a", "b", "c"]);
 }
@@ -470,7 +473,9 @@ async fn a_plan_survives_its_leader_killed_mid_move() {
     let events = fleet.events();
     let terms: Vec<u64> = events
         .iter()
-        .filter(|e| e.detail.starts_with(&id) && (e.event == "plan_executing" || e.event == "plan_done"))
+        .filter(|e| {
+            e.detail.starts_with(&id) && (e.event == "plan_executing" || e.event == "plan_done")
+        })
         .map(|e| e.term)
         .collect();
     assert!(
@@ -520,9 +525,12 @@ async fn the_barrier_waits_out_a_paused_replica_then_it_catches_up() {
     assert!(waited >= TTL * 5 / 3, "done {waited:?} after the pause");
     fleet.signal(paused, libc::SIGCONT);
     // Back, it sees the plan done without it, and moves its own session.
-    wait_for("the paused replica's session moved after it came back", || async {
-        backends_at(fleet, paused).await.get(&format!("bar-{name}")) == Some(&"pg2".to_string())
-    })
+    wait_for(
+        "the paused replica's session moved after it came back",
+        || async {
+            backends_at(fleet, paused).await.get(&format!("bar-{name}")) == Some(&"pg2".to_string())
+        },
+    )
     .await;
     check_sessions(&sessions, w.port("pg2"), 1).await;
     assert_history(fleet, &["a", "b", "c"]);
@@ -557,7 +565,10 @@ async fn changes_the_fleet_cannot_carry_are_refused_and_nothing_is_written() {
             .any(|r| col(r, "name") == Some("pg3") && col(r, "fleet_sessions") == Some("1"))
     })
     .await;
-    let e = fleet.admin(0, "RELOAD").await.expect_err("pg3 has a session");
+    let e = fleet
+        .admin(0, "RELOAD")
+        .await
+        .expect_err("pg3 has a session");
     let text = crate::harness::err_text(&e);
     assert!(
         text.contains("pg3") && text.contains("1 at b") && text.contains("draining"),
@@ -592,5 +603,6 @@ async fn changes_the_fleet_cannot_carry_are_refused_and_nothing_is_written() {
     assert_eq!(after.len(), 3);
     assert!(after
         .iter()
-        .any(|r| col(r, "name") == Some("pg1") && col(r, "port") == Some(&*w.port("pg1").to_string())));
+        .any(|r| col(r, "name") == Some("pg1")
+            && col(r, "port") == Some(&*w.port("pg1").to_string())));
 }

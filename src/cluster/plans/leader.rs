@@ -1,0 +1,433 @@
+//! The leader's side of the plans: decide a proposal and the reports that
+//! raced it ([`crate::cluster::policy`]), commit the winner, its routing and
+//! the resolution in one fenced transaction, and close an executing plan
+//! at its barrier.
+
+use super::replica::Coordinator;
+use super::FleetState;
+use crate::cluster::agent::Fence;
+use crate::cluster::history::wall_ms;
+use crate::cluster::policy;
+use crate::cluster::records::*;
+use crate::cluster::store::{Cond, CoordStore, Op, StoreError};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Resolutions kept in the store (older ones are deleted by the leader).
+const KEEP_RESOLUTIONS: usize = 20;
+/// How long the leader gives a target to accept a TCP connection before it
+/// refuses a plan to it.
+const REACH_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Coordinator {
+    /// The leader's work of one poll.
+    pub(super) async fn lead(
+        &mut self,
+        store: &dyn CoordStore,
+        fence: Fence,
+        state: &FleetState,
+    ) -> Result<(), StoreError> {
+        let reports: Vec<&(String, ConflictReport, u64)> = state.conflicts.iter().collect();
+        match &state.plan {
+            Some((rev, plan)) if plan.state == PlanState::Proposed => {
+                let now = Instant::now();
+                match &self.proposed_seen {
+                    Some((id, since)) if *id == plan.proposal.id => {
+                        if now.duration_since(*since) < self.setup.poll {
+                            return Ok(());
+                        }
+                    }
+                    _ => {
+                        self.proposed_seen = Some((plan.proposal.id.clone(), now));
+                        return Ok(());
+                    }
+                }
+                self.decide(store, fence, state, *rev, plan, &reports).await
+            }
+            Some((rev, plan)) if plan.state == PlanState::Executing => {
+                if !reports.is_empty() {
+                    let losers = policy::against_executing(
+                        &plan.proposal,
+                        &reports
+                            .iter()
+                            .map(|r| r.1.proposal.clone())
+                            .collect::<Vec<_>>(),
+                    );
+                    self.resolve(
+                        store,
+                        fence,
+                        state,
+                        &plan.proposal,
+                        losers,
+                        &reports,
+                        Vec::new(),
+                        Vec::new(),
+                    )
+                    .await?;
+                }
+                self.barrier(store, fence, state, *rev, plan).await
+            }
+            slot => {
+                if reports.is_empty() {
+                    return Ok(());
+                }
+                // Reports filed after the plan they raced was decided: it
+                // won, and these lost.
+                let (winner, what) = slot
+                    .as_ref()
+                    .map_or(("none".to_string(), String::new()), |(_, p)| {
+                        (p.proposal.id.clone(), p.proposal.what.clone())
+                    });
+                let losers = reports
+                    .iter()
+                    .map(|(_, r, _)| Loser {
+                        id: r.proposal.id.clone(),
+                        by: r.proposal.by.clone(),
+                        what: r.proposal.what.clone(),
+                        why: format!(
+                            "plan {} ({what}) held the slot when it was proposed and has finished since; propose again",
+                            r.against.as_deref().unwrap_or(&winner)
+                        ),
+                    })
+                    .collect();
+                let winner = slot.as_ref().map(|(_, p)| p.proposal.clone());
+                match winner {
+                    Some(w) => {
+                        self.resolve(
+                            store,
+                            fence,
+                            state,
+                            &w,
+                            losers,
+                            &reports,
+                            Vec::new(),
+                            Vec::new(),
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Is this proposal one the fleet can carry out now? `Some(reason)`
+    /// when not.
+    async fn refuse(&self, p: &Proposal, state: &FleetState) -> Option<String> {
+        let current = state.routing.as_ref().map(|(_, r)| &r.routing);
+        let after = p.routing.as_ref().or(current)?;
+        if let (Some(next), Some(now)) = (&p.routing, current) {
+            if let Some(why) = now.refuse(next, &state.sessions()) {
+                return Some(why);
+            }
+        }
+        let moves = p.moves.as_ref()?;
+        for name in moves.from.iter().chain(std::iter::once(&moves.to)) {
+            if after.backend(name).is_none() {
+                return Some(format!(
+                    "unknown backend \"{name}\": plans name configured backends only"
+                ));
+            }
+        }
+        let target = after.backend(&moves.to)?;
+        let addr = target.addr();
+        match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("target {} ({addr}) is unreachable: {e}", moves.to)),
+            Err(_) => Some(format!(
+                "target {} ({addr}) did not accept a connection within {REACH_TIMEOUT:?}",
+                moves.to
+            )),
+        }
+    }
+
+    async fn decide(
+        &mut self,
+        store: &dyn CoordStore,
+        fence: Fence,
+        state: &FleetState,
+        rev: u64,
+        plan: &PlanRecord,
+        reports: &[&(String, ConflictReport, u64)],
+    ) -> Result<(), StoreError> {
+        let mut candidates = vec![plan.proposal.clone()];
+        candidates.extend(
+            reports
+                .iter()
+                .map(|r| r.1.proposal.clone())
+                .filter(|p| p.id != plan.proposal.id),
+        );
+        let mut refused = Vec::with_capacity(candidates.len());
+        for c in &candidates {
+            refused.push(self.refuse(c, state).await);
+        }
+        let routing_rev = state.routing.as_ref().map_or(0, |(r, _)| *r);
+        let d = policy::decide(&candidates, routing_rev, &refused);
+        let guards = vec![
+            (PLAN.to_string(), Cond::ModRev(rev)),
+            (
+                ROUTING.to_string(),
+                match &state.routing {
+                    Some((r, _)) => Cond::ModRev(*r),
+                    None => Cond::Absent,
+                },
+            ),
+        ];
+        let (event, record, what, mut ops) = decided(&d, plan, fence, state);
+        ops.insert(0, Op::put(PLAN, encode(&record)));
+        // A lone proposal the leader refused needs no resolution: the
+        // aborted plan says why.
+        let others: Vec<Loser> = d
+            .losers
+            .iter()
+            .filter(|l| d.winner.is_some() || l.id != plan.proposal.id)
+            .cloned()
+            .collect();
+        let winner = d.winner.clone().unwrap_or_else(|| plan.proposal.clone());
+        if others.is_empty() && reports.is_empty() {
+            let routing = puts_routing(&ops);
+            if let Some(rev) = fenced(store, fence, guards, ops).await? {
+                self.record(event, fence.term, rev, what);
+                if routing {
+                    self.record("routing_committed", fence.term, rev, winner.id.clone());
+                }
+            }
+            return Ok(());
+        }
+        self.resolve(store, fence, state, &winner, others, reports, guards, ops)
+            .await?;
+        Ok(())
+    }
+
+    /// Commits a resolution (with whatever else must land with it) and
+    /// deletes the reports it settles.
+    #[allow(clippy::too_many_arguments)]
+    async fn resolve(
+        &mut self,
+        store: &dyn CoordStore,
+        fence: Fence,
+        state: &FleetState,
+        winner: &Proposal,
+        losers: Vec<Loser>,
+        reports: &[&(String, ConflictReport, u64)],
+        mut guards: Vec<(String, Cond)>,
+        mut ops: Vec<Op>,
+    ) -> Result<(), StoreError> {
+        let n = state.resolutions.last().map_or(0, |r| r.n) + 1;
+        let resolution = Resolution {
+            n,
+            term: fence.term,
+            leader: self.setup.me.clone(),
+            winner: winner.id.clone(),
+            winner_what: winner.what.clone(),
+            losers,
+            at_ms: wall_ms(),
+        };
+        let key = resolution_key(n);
+        guards.push((key.clone(), Cond::Absent));
+        for (node, _, rev) in reports {
+            guards.push((conflict_key(node), Cond::ModRev(*rev)));
+            ops.push(Op::delete(conflict_key(node)));
+        }
+        let state_event = ops.first().and_then(|op| match op {
+            Op::Put { key, value, .. } if key == PLAN => decode::<PlanRecord>(value),
+            _ => None,
+        });
+        ops.push(Op::put(key, encode(&resolution)));
+        let excess = (state.resolutions.len() + 1).saturating_sub(KEEP_RESOLUTIONS);
+        for old in state.resolutions.iter().take(excess) {
+            ops.push(Op::delete(resolution_key(old.n)));
+        }
+        let routing = puts_routing(&ops);
+        if let Some(rev) = fenced(store, fence, guards, ops).await? {
+            if routing {
+                self.record("routing_committed", fence.term, rev, winner.id.clone());
+            }
+            if let Some(p) = state_event {
+                let event = if p.state == PlanState::Executing {
+                    "plan_executing"
+                } else {
+                    "plan_aborted"
+                };
+                self.record(
+                    event,
+                    fence.term,
+                    rev,
+                    format!("{}: {}", p.proposal.id, p.proposal.what),
+                );
+            }
+            let losers: Vec<String> = resolution.losers.iter().map(|l| l.id.clone()).collect();
+            self.record(
+                "resolved",
+                fence.term,
+                rev,
+                format!(
+                    "resolution {n}: winner {} losers {}",
+                    winner.id,
+                    losers.join(",")
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Closes an executing plan once every replica it waits for is done.
+    async fn barrier(
+        &mut self,
+        store: &dyn CoordStore,
+        fence: Fence,
+        state: &FleetState,
+        rev: u64,
+        plan: &PlanRecord,
+    ) -> Result<(), StoreError> {
+        let live: BTreeSet<&str> = state.live.iter().map(String::as_str).collect();
+        let expected: BTreeSet<&str> = plan
+            .members
+            .iter()
+            .map(String::as_str)
+            .chain(live.iter().copied())
+            .collect();
+        let now = Instant::now();
+        let mut waiting = Vec::new();
+        let mut gone = Vec::new();
+        for node in expected {
+            if live.contains(node) {
+                self.absent_since.remove(node);
+                let done = state.acks.iter().any(|a| {
+                    a.node == node && a.plan == plan.proposal.id && a.gen == plan.gen && a.done
+                });
+                if !done {
+                    waiting.push(node);
+                }
+            } else {
+                let since = *self.absent_since.entry(node.to_string()).or_insert(now);
+                if now.duration_since(since) >= self.setup.grace {
+                    gone.push(node);
+                } else {
+                    waiting.push(node);
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            return Ok(());
+        }
+        let reason = (!gone.is_empty()).then(|| {
+            format!(
+                "did not wait for {}: registration expired and the grace of {:?} passed",
+                gone.join(", "),
+                self.setup.grace
+            )
+        });
+        let done = PlanRecord {
+            state: PlanState::Done,
+            term: fence.term,
+            reason: reason.clone(),
+            ..plan.clone()
+        };
+        if let Some(r) = fenced(
+            store,
+            fence,
+            vec![(PLAN.to_string(), Cond::ModRev(rev))],
+            vec![Op::put(PLAN, encode(&done))],
+        )
+        .await?
+        {
+            self.record(
+                "plan_done",
+                fence.term,
+                r,
+                format!(
+                    "{} gen {}{}",
+                    plan.proposal.id,
+                    plan.gen,
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            );
+            self.absent_since.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The slot's record after a decision (the winner executing, or the
+/// proposal aborted when nothing may win), with the event to record, what
+/// it says, and the routing the winner brings.
+fn decided(
+    d: &policy::Decision,
+    plan: &PlanRecord,
+    fence: Fence,
+    state: &FleetState,
+) -> (&'static str, PlanRecord, String, Vec<Op>) {
+    let members: Vec<String> = state.live.clone();
+    match &d.winner {
+        Some(w) => {
+            let ops = w
+                .routing
+                .iter()
+                .map(|routing| {
+                    Op::put(
+                        ROUTING,
+                        encode(&RoutingRecord {
+                            routing: routing.clone(),
+                            by: w.by.clone(),
+                            term: fence.term,
+                            plan: Some(w.id.clone()),
+                        }),
+                    )
+                })
+                .collect();
+            let record = PlanRecord {
+                proposal: w.clone(),
+                state: PlanState::Executing,
+                gen: plan.gen + 1,
+                term: fence.term,
+                members,
+                reason: None,
+            };
+            (
+                "plan_executing",
+                record,
+                format!("{}: {}", w.id, w.what),
+                ops,
+            )
+        }
+        None => {
+            let why = d
+                .losers
+                .iter()
+                .find(|l| l.id == plan.proposal.id)
+                .map(|l| l.why.clone());
+            let what = format!("{}: {}", plan.proposal.id, why.clone().unwrap_or_default());
+            let record = PlanRecord {
+                proposal: plan.proposal.clone(),
+                state: PlanState::Aborted,
+                gen: plan.gen,
+                term: fence.term,
+                members,
+                reason: why,
+            };
+            ("plan_aborted", record, what, Vec::new())
+        }
+    }
+}
+
+fn puts_routing(ops: &[Op]) -> bool {
+    ops.iter()
+        .any(|op| matches!(op, Op::Put { key, .. } if key == ROUTING))
+}
+
+/// A leader write: guarded on the seat's create revision, and only while
+/// the local lease deadline has not passed. `None` when refused.
+async fn fenced(
+    store: &dyn CoordStore,
+    fence: Fence,
+    mut guards: Vec<(String, Cond)>,
+    ops: Vec<Op>,
+) -> Result<Option<u64>, StoreError> {
+    if Instant::now() >= fence.until {
+        return Ok(None);
+    }
+    guards.insert(0, (LEADER.to_string(), Cond::CreateRev(fence.token)));
+    Ok(store.txn(guards, ops).await?.committed())
+}
