@@ -1,5 +1,6 @@
 //! `SHOW CLUSTER`: every replica this one knows from the store, with its
-//! role, term, failures and when this one last read it; first a line
+//! role, term, failures, when this one last read it and the routing
+//! revision it last reported running on; first a line
 //! saying whether the store answers (a NOTICE), or since when it does not
 //! (a WARNING).
 
@@ -24,7 +25,9 @@ pub fn run(shared: &Shared) -> ResultSet {
         "joined_at",
         "last_seen",
         "self",
+        "routing_version",
     ]);
+    let loads = shared.cluster.plans.state().loads;
     rs.set_type("term", write::INT8_OID);
     rs.set_type("failures", write::INT8_OID);
     rs.set_type("joined_at", write::TIMESTAMPTZ_OID);
@@ -55,6 +58,10 @@ pub fn run(shared: &Shared) -> ResultSet {
             Some(at(n.joined_at_ms)),
             Some(at(n.last_seen_ms)),
             Some(if n.is_self { "yes" } else { "no" }.to_string()),
+            loads
+                .iter()
+                .find(|l| l.node == n.id)
+                .map(|l| l.routing_rev.to_string()),
         ]);
     }
     rs

@@ -302,4 +302,7 @@ impl Ack {
 pub struct Load {
     pub node: String,
     pub backends: std::collections::BTreeMap<String, usize>,
+    /// The routing revision the replica runs on.
+    #[serde(default)]
+    pub routing_rev: u64,
 }

@@ -38,6 +38,7 @@ pub async fn run(shared: Arc<Shared>) {
         plans.load(Load {
             node: plans.me().to_string(),
             backends,
+            routing_rev: shared.env.routing.current().version,
         });
     }
 }

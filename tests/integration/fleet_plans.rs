@@ -174,15 +174,36 @@ async fn check_sessions(sessions: &[(String, Client)], port: u16, round: i32) {
 
 /// Client backends of the loop's sessions on a server.
 async fn loop_backends_on(server: &TestServer) -> i64 {
+    backends_like(server, "loop-%", false).await
+}
+
+/// Backends on `server` whose application_name is LIKE `pattern` (only
+/// those running a statement when `active`).
+async fn backends_like(server: &TestServer, pattern: &str, active: bool) -> i64 {
     let direct = server.connect_direct("postgres").await;
     direct
         .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'loop-%'",
-            &[],
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 \
+             AND (NOT $2 OR state = 'active')",
+            &[&pattern, &active],
         )
         .await
         .unwrap()
         .get(0)
+}
+
+/// I6, checked on the source server itself: once the plan is done, no
+/// session of `pattern` runs a statement there, and its old backends go.
+async fn nothing_left_on(server: &TestServer, pattern: &str) {
+    assert_eq!(
+        backends_like(server, pattern, true).await,
+        0,
+        "I6: a {pattern} session ran on its source after the plan was done"
+    );
+    wait_for("the source's old backends gone", || async {
+        backends_like(server, pattern, false).await == 0
+    })
+    .await;
 }
 
 fn assert_history(fleet: &Fleet, live: &[&str]) {
@@ -394,6 +415,7 @@ async fn scale_out_under_pgbench_on_three_replicas_loses_no_transaction() {
         .filter_map(|r| col(r, "moved")?.parse::<usize>().ok())
         .sum();
     assert_eq!(moved, 60, "{rows:?}");
+    nothing_left_on(&w.servers[0], "pgbench%").await;
     for run in runs {
         let o = run.await.unwrap();
         let text = show(&o);
@@ -469,6 +491,9 @@ async fn a_plan_survives_its_leader_killed_mid_move() {
     check_sessions(&all, pg2, 1).await;
     for &i in &others {
         assert!(backends_at(&fleet, i).await.values().all(|b| b == "pg2"));
+    }
+    for pattern in ["idle-%", "busy-%"] {
+        nothing_left_on(&_servers[0], pattern).await;
     }
     let events = fleet.events();
     let terms: Vec<u64> = events
