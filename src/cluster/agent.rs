@@ -545,6 +545,7 @@ impl Agent {
                         Reliability {
                             failures: initial_failures(&live),
                             running: None,
+                            resigned: false,
                         },
                         Cond::Absent,
                     )
@@ -555,6 +556,7 @@ impl Agent {
                 rel.failures = rel.failures.saturating_add(1);
             }
             rel.running = Some(instance);
+            rel.resigned = false;
             let record = NodeRecord {
                 id: self.me.clone(),
                 client_addr: self.client_addr.clone(),
@@ -963,6 +965,7 @@ impl Agent {
             let charged = Reliability {
                 failures: rel.failures.saturating_add(1),
                 running: None,
+                resigned: false,
             };
             let key = reliability_key(id);
             let what = format!(
@@ -1123,6 +1126,7 @@ impl Agent {
                 break;
             }
             rel.running = None;
+            rel.resigned = true;
             let key = reliability_key(&self.me);
             let outcome = store
                 .txn(

@@ -70,6 +70,10 @@ pub struct Reliability {
     /// resign: a failure, charged once (by the leader or the node's next
     /// registration), which clears it.
     pub running: Option<u64>,
+    /// The last run ended with a clean resign (not a charge): the plans'
+    /// barrier need not wait for a replica that left this way.
+    #[serde(default)]
+    pub resigned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

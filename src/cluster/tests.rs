@@ -486,6 +486,7 @@ async fn the_leader_never_charges_a_node_that_registered_again_between_its_reads
     let rel = Reliability {
         failures: 2,
         running: Some(42),
+        resigned: false,
     };
     *a.link.before_list.lock().unwrap() = Some((
         RELIABILITY.to_string(),

@@ -291,6 +291,7 @@ impl Coordinator {
         let now = Instant::now();
         let mut waiting = Vec::new();
         let mut gone = Vec::new();
+        let mut left = Vec::new();
         for node in expected {
             if live.contains(node) {
                 self.absent_since.remove(node);
@@ -300,6 +301,10 @@ impl Coordinator {
                 if !done {
                     waiting.push(node);
                 }
+            } else if state.resigned.iter().any(|r| r == node) {
+                // It left cleanly (SIGTERM): its sessions were closed or
+                // drained with it, so there is nothing to wait for.
+                left.push(node);
             } else {
                 let since = *self.absent_since.entry(node.to_string()).or_insert(now);
                 if now.duration_since(since) >= self.setup.grace {
@@ -312,13 +317,18 @@ impl Coordinator {
         if !waiting.is_empty() {
             return Ok(());
         }
-        let reason = (!gone.is_empty()).then(|| {
-            format!(
+        let mut notes = Vec::new();
+        if !gone.is_empty() {
+            notes.push(format!(
                 "did not wait for {}: registration expired and the grace of {:?} passed",
                 gone.join(", "),
                 self.setup.grace
-            )
-        });
+            ));
+        }
+        if !left.is_empty() {
+            notes.push(format!("{} left the fleet cleanly", left.join(", ")));
+        }
+        let reason = (!notes.is_empty()).then(|| notes.join("; "));
         let done = PlanRecord {
             state: PlanState::Done,
             term: fence.term,

@@ -122,6 +122,8 @@ pub struct FleetState {
     pub loads: Vec<Load>,
     /// Registered replicas.
     pub live: Vec<String>,
+    /// Replicas whose last run ended with a clean resign.
+    pub resigned: Vec<String>,
 }
 
 impl FleetState {
@@ -160,6 +162,12 @@ impl FleetState {
                 s.loads.extend(decode::<Load>(&v.value));
             } else if let Some(node) = key.strip_prefix(NODES) {
                 s.live.push(node.to_string());
+            } else if let Some(node) = key.strip_prefix(RELIABILITY) {
+                if decode::<Reliability>(&v.value)
+                    .is_some_and(|r| r.resigned && r.running.is_none())
+                {
+                    s.resigned.push(node.to_string());
+                }
             }
         }
         s.resolutions.sort_by_key(|r| r.n);
