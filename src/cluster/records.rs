@@ -13,7 +13,7 @@
 //! | `/pgbaton/numbers/<n>` | none | the node id that owns replica number `n` (the top byte of its cancel secrets) |
 //! | `/pgbaton/routing` | none | [`RoutingRecord`]: backends, default, draining; its mod revision is the routing revision |
 //! | `/pgbaton/plan` | none | [`PlanRecord`]: the one slot for a change of the fleet (a move plan, a routing change) |
-//! | `/pgbaton/conflicts/<id>` | the node's | [`ConflictReport`]: a proposal of that node that lost the race for the slot |
+//! | `/pgbaton/conflicts/<id>/<plan>` | the node's | [`ConflictReport`]: a proposal of that node that lost the race for the slot |
 //! | `/pgbaton/resolutions/<n>` | none | [`Resolution`]: the leader's decision on reports, newest 20 kept |
 //! | `/pgbaton/adopted/<id>` | none | [`Adopted`]: the last resolution a loser acknowledged |
 //! | `/pgbaton/acks/<plan>/<id>` | the node's | [`Ack`]: a replica's progress on a plan |
@@ -105,8 +105,10 @@ pub fn decode_term(bytes: &[u8]) -> Option<u64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-pub fn conflict_key(node: &str) -> String {
-    format!("{CONFLICTS}{node}")
+/// One key per losing proposal, so two of one node never overwrite each
+/// other.
+pub fn conflict_key(node: &str, plan: &str) -> String {
+    format!("{CONFLICTS}{node}/{plan}")
 }
 
 pub fn resolution_key(n: u64) -> String {

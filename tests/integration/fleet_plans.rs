@@ -228,6 +228,7 @@ async fn contradicting_moves_at_two_replicas_settle_on_one_target_every_time() {
         }
     }
     let mut wins: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rules: BTreeMap<&str, usize> = BTreeMap::new();
     const ROUNDS: i32 = 50;
     for round in 1..=ROUNDS {
         // Both at the same moment, give or take up to 20 ms either way.
@@ -271,6 +272,20 @@ async fn contradicting_moves_at_two_replicas_settle_on_one_target_every_time() {
             .await;
         }
         *wins.entry(target.to_string()).or_default() += 1;
+        let rows = fleet.admin(0, "SHOW CONFLICTS").await.unwrap();
+        let why = rows
+            .iter()
+            .find(|r| col(r, "plan") == Some(loser_id.as_str()))
+            .and_then(|r| col(r, "reason"))
+            .unwrap_or("");
+        let rule = if why.contains("sorts before") {
+            "same moment: lower target"
+        } else if why.contains("earlier") {
+            "earlier proposal"
+        } else {
+            "other"
+        };
+        *rules.entry(rule).or_default() += 1;
         check_sessions(&sessions, w.port(target), round).await;
         for ask in [&ask_a, &ask_b] {
             assert_eq!(where_is(ask).await.1, w.port(target), "round {round}");
@@ -289,7 +304,8 @@ async fn contradicting_moves_at_two_replicas_settle_on_one_target_every_time() {
         wait_done(fleet, &[0, 1, 2], &[&id]).await;
         check_sessions(&sessions, w.port("pg1"), round).await;
     }
-    println!("conflict loop: {ROUNDS} rounds, winners {wins:?}");
+    println!("conflict loop: {ROUNDS} rounds, winners {wins:?}, decided by {rules:?}");
+    assert_eq!(rules.get("other"), None, "{rules:?}");
     assert_eq!(wins.values().sum::<usize>(), ROUNDS as usize);
     assert_history(fleet, &["a", "b", "c"]);
 }

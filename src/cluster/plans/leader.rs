@@ -226,9 +226,10 @@ impl Coordinator {
         };
         let key = resolution_key(n);
         guards.push((key.clone(), Cond::Absent));
-        for (node, _, rev) in reports {
-            guards.push((conflict_key(node), Cond::ModRev(*rev)));
-            ops.push(Op::delete(conflict_key(node)));
+        for (node, report, rev) in reports {
+            let key = conflict_key(node, &report.proposal.id);
+            guards.push((key.clone(), Cond::ModRev(*rev)));
+            ops.push(Op::delete(key));
         }
         let state_event = ops.first().and_then(|op| match op {
             Op::Put { key, value, .. } if key == PLAN => decode::<PlanRecord>(value),

@@ -148,7 +148,8 @@ impl FleetState {
                 s.routing = decode(&v.value).map(|r| (v.mod_rev, r));
             } else if key == PLAN {
                 s.plan = decode(&v.value).map(|p| (v.mod_rev, p));
-            } else if let Some(node) = key.strip_prefix(CONFLICTS) {
+            } else if let Some(rest) = key.strip_prefix(CONFLICTS) {
+                let node = rest.split('/').next().unwrap_or(rest);
                 if let Some(r) = decode(&v.value) {
                     s.conflicts.push((node.to_string(), r, v.mod_rev));
                 }

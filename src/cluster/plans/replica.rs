@@ -268,7 +268,7 @@ impl Coordinator {
             .txn(
                 Vec::new(),
                 vec![Op::put_leased(
-                    conflict_key(&self.setup.me),
+                    conflict_key(&self.setup.me, &id),
                     encode(&report),
                     lease,
                 )],
