@@ -174,20 +174,18 @@ async fn the_barrier_waits_for_every_replica_or_its_lease_and_the_grace() {
     assert!(note.contains("did not wait for b"), "{note}");
 }
 
-#[tokio::test(start_paused = true)]
-async fn proposals_made_at_the_same_moment_go_to_the_lower_target() {
-    let (_fleet, a, b, _listener) = fleet_of_two().await;
-    // a's proposal lands between b's read of the slot and b's write: both
-    // read the same empty slot, b's write loses, and b files a report.
+/// A rival proposal from a, landed in the slot between b's read of the
+/// slot and b's write (so both read the same empty slot).
+fn land_rival(a: &Replica, b: &Replica, to: &str) -> String {
     let rival = crate::cluster::records::PlanRecord {
         proposal: crate::cluster::records::Proposal {
             id: a.cluster.plans.new_id(),
             by: "a".into(),
-            what: "MIGRATE ALL FROM pg1 TO pg3".into(),
+            what: format!("MIGRATE ALL FROM pg1 TO {to}"),
             seen: 0,
             routing_rev: 0,
             routing: None,
-            moves: draft(&a, "pg3").moves,
+            moves: draft(a, to).moves,
         },
         state: PlanState::Proposed,
         gen: 0,
@@ -195,7 +193,7 @@ async fn proposals_made_at_the_same_moment_go_to_the_lower_target() {
         members: Vec::new(),
         reason: None,
     };
-    let rival_id = rival.proposal.id.clone();
+    let id = rival.proposal.id.clone();
     *b.link.before_get.lock().unwrap() = Some((
         super::records::ROUTING.to_string(),
         vec![super::store::Op::put(
@@ -203,6 +201,37 @@ async fn proposals_made_at_the_same_moment_go_to_the_lower_target() {
             super::records::encode(&rival),
         )],
     ));
+    id
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_racing_proposal_is_refused_each_asker_hears_why_not_a_conflict() {
+    let (_fleet, a, b, _listener) = fleet_of_two().await;
+    land_rival(&a, &b, "pg9");
+    let r = b
+        .cluster
+        .plans
+        .propose(draft(&b, "pg9"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    match r {
+        Decision::Aborted { why, .. } => assert!(why.contains("pg9"), "{why}"),
+        other => panic!("refused, not lost to an aborted plan: {other:?}"),
+    }
+    state_until(&a, "the rival aborted too", |s| {
+        s.plan
+            .as_ref()
+            .is_some_and(|(_, p)| p.state == PlanState::Aborted)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn proposals_made_at_the_same_moment_go_to_the_lower_target() {
+    let (_fleet, a, b, _listener) = fleet_of_two().await;
+    // a's proposal lands between b's read of the slot and b's write: both
+    // read the same empty slot, b's write loses, and b files a report.
+    let rival_id = land_rival(&a, &b, "pg3");
     let d = draft(&b, "pg2");
     let id = d.id.clone();
     let r = b

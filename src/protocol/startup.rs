@@ -13,6 +13,11 @@ pub const MAX_STARTUP_PACKET_LEN: usize = 10_000;
 pub const SSL_REQUEST_CODE: i32 = 80877103;
 pub const GSSENC_REQUEST_CODE: i32 = 80877104;
 pub const CANCEL_REQUEST_CODE: i32 = 80877102;
+/// pgbaton's own code (1234.5699, unused by Postgres): a CancelRequest one
+/// replica forwards to the replica that owns the session. The owner handles
+/// it and never forwards it again, so a misconfigured address (one that
+/// leads back to a load balancer) cannot make a cancel go round.
+pub const FORWARDED_CANCEL_CODE: i32 = (1234 << 16) | 5699;
 pub const PROTOCOL_3_0: i32 = 3 << 16;
 
 /// One ordered startup parameter, kept as raw bytes so that it can be sent to
@@ -30,6 +35,8 @@ pub enum StartupPacket {
     Cancel {
         pid: i32,
         key: i32,
+        /// Sent by another replica (`FORWARDED_CANCEL_CODE`).
+        forwarded: bool,
     },
     Startup {
         /// The version the client asked for (major << 16 | minor).
@@ -72,13 +79,14 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket, StartupError> {
     match code {
         SSL_REQUEST_CODE => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST_CODE => Ok(StartupPacket::GssEncRequest),
-        CANCEL_REQUEST_CODE => {
+        CANCEL_REQUEST_CODE | FORWARDED_CANCEL_CODE => {
             if body.len() < 8 {
                 return Err(StartupError::BadLayout("cancel request too short"));
             }
             Ok(StartupPacket::Cancel {
                 pid: i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
                 key: i32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+                forwarded: code == FORWARDED_CANCEL_CODE,
             })
         }
         version => {
@@ -152,6 +160,22 @@ pub fn write_startup<'a>(params: impl IntoIterator<Item = &'a StartupParam>, out
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_cancel_forwarded_by_a_replica_says_so() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&7i32.to_be_bytes());
+        body.extend_from_slice(&9i32.to_be_bytes());
+        assert_eq!(
+            parse(&packet(FORWARDED_CANCEL_CODE, &body)),
+            Ok(StartupPacket::Cancel {
+                pid: 7,
+                key: 9,
+                forwarded: true
+            })
+        );
+    }
+
     use super::*;
 
     fn packet(code: i32, body: &[u8]) -> Vec<u8> {
@@ -175,7 +199,11 @@ mod tests {
         body.extend_from_slice(&9i32.to_be_bytes());
         assert_eq!(
             parse(&packet(CANCEL_REQUEST_CODE, &body)),
-            Ok(StartupPacket::Cancel { pid: 7, key: 9 })
+            Ok(StartupPacket::Cancel {
+                pid: 7,
+                key: 9,
+                forwarded: false
+            })
         );
     }
 

@@ -222,6 +222,11 @@ struct PlanRun {
     plan: String,
     gen: u64,
     rows: Arc<Mutex<BTreeMap<u64, AckRow>>>,
+    /// The sessions the first step selected: the plan is done here once
+    /// they all have an outcome. Sessions that come onto a source later
+    /// are moved too, but do not hold the plan up (under a stream of new
+    /// connections it would never end).
+    first: Option<BTreeSet<u64>>,
 }
 
 fn selects(spec: &MoveSpec, on: &str) -> bool {
@@ -279,9 +284,10 @@ impl Executor {
                 plan: id.clone(),
                 gen: plan.gen,
                 rows: Arc::default(),
+                first: None,
             });
         }
-        let run = self.run.as_ref().expect("set above");
+        let run = self.run.as_mut().expect("set above");
         if let Some(spec) = spec {
             let config = env.config();
             let (origin, on_timeout) = match spec.origin.as_str() {
@@ -332,12 +338,18 @@ impl Executor {
             }
         }
         let rows = run.rows.lock().unwrap_or_else(|p| p.into_inner());
+        let first = run
+            .first
+            .get_or_insert_with(|| rows.keys().copied().collect());
+        let finished = first
+            .iter()
+            .all(|s| rows.get(s).map_or(true, |r| r.status != "waiting"));
         let count = |s: &str| rows.values().filter(|r| r.status == s).count();
         let ack = Ack {
             plan: id.clone(),
             gen: plan.gen,
             node: node.to_string(),
-            done: count("waiting") == 0,
+            done: finished,
             routing_rev,
             rows: rows.values().take(Ack::MAX_ROWS).cloned().collect(),
             moved: rows

@@ -16,7 +16,12 @@ use tokio::net::TcpStream;
 pub enum Opening {
     /// The stream stays open until the cancel has been handled: clients
     /// (libpq's PQcancel) take its close to mean exactly that.
-    Cancel { stream: Stream, pid: i32, key: i32 },
+    Cancel {
+        stream: Stream,
+        pid: i32,
+        key: i32,
+        forwarded: bool,
+    },
     Startup {
         stream: Stream,
         version: i32,
@@ -79,7 +84,18 @@ pub async fn accept(
                     return Err((e.into(), None));
                 }
             }
-            StartupPacket::Cancel { pid, key } => return Ok(Opening::Cancel { stream, pid, key }),
+            StartupPacket::Cancel {
+                pid,
+                key,
+                forwarded,
+            } => {
+                return Ok(Opening::Cancel {
+                    stream,
+                    pid,
+                    key,
+                    forwarded,
+                })
+            }
             StartupPacket::Startup { version, params } => {
                 return Ok(Opening::Startup {
                     stream,

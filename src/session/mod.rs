@@ -194,11 +194,12 @@ async fn start(env: &Arc<Env>, tcp: TcpStream) -> Option<Started> {
             mut stream,
             pid,
             key,
+            forwarded,
         }) => {
             // Closed only once the server has closed the forwarded cancel's
             // connection: a driver that sends its next query on our close
             // must not have it killed by a cancel still on its way.
-            forward_cancel(env, pid, key).await;
+            forward_cancel(env, pid, key, forwarded).await;
             let _ = stream.shutdown().await;
             return None;
         }
@@ -462,14 +463,14 @@ fn negotiate_version(version: i32, params: &[StartupParam], out: &mut BytesMut) 
     }
 }
 
-async fn forward_cancel(env: &Env, pid: i32, key: i32) {
+async fn forward_cancel(env: &Env, pid: i32, key: i32, forwarded: bool) {
     let Some(target) = env.cancel.lookup(pid, key) else {
         // The secret's top byte names the replica that gave it out: a
         // cancel for another replica's session goes to that replica, which
-        // cancels on the session's current server. A replica never
-        // forwards a key of its own number, so a cancel is forwarded once.
+        // cancels on the session's current server. A cancel another
+        // replica forwarded is never forwarded again: one hop at most.
         let owner = CancelRegistry::node_of(key);
-        if owner != 0 && owner != env.cancel.node() {
+        if !forwarded && owner != 0 && owner != env.cancel.node() {
             let peer = env
                 .peers
                 .read()
@@ -516,7 +517,7 @@ async fn forward_to_replica(env: &Env, addr: &str, pid: i32, key: i32) {
         let mut tcp = TcpStream::connect(addr).await?;
         let mut packet = Vec::with_capacity(16);
         packet.extend_from_slice(&16i32.to_be_bytes());
-        packet.extend_from_slice(&crate::protocol::startup::CANCEL_REQUEST_CODE.to_be_bytes());
+        packet.extend_from_slice(&crate::protocol::startup::FORWARDED_CANCEL_CODE.to_be_bytes());
         packet.extend_from_slice(&pid.to_be_bytes());
         packet.extend_from_slice(&key.to_be_bytes());
         tcp.write_all(&packet).await?;

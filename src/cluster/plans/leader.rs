@@ -10,15 +10,60 @@ use crate::cluster::history::wall_ms;
 use crate::cluster::policy;
 use crate::cluster::records::*;
 use crate::cluster::store::{Cond, CoordStore, Op, StoreError};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// Resolutions kept in the store (older ones are deleted by the leader).
 const KEEP_RESOLUTIONS: usize = 20;
+/// Reports settled in one transaction (two operations each).
+const MAX_REPORTS: usize = 50;
 /// How long the leader gives a target to accept a TCP connection before it
 /// refuses a plan to it.
 const REACH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The targets of `candidates` that do not accept a TCP connection within
+/// [`REACH_TIMEOUT`], by address, with why: each address tried once, all
+/// at the same time, so a few dropping targets cost one timeout, not one
+/// each.
+async fn unreachable_targets(
+    candidates: &[Proposal],
+    state: &FleetState,
+) -> HashMap<String, String> {
+    let current = state.routing.as_ref().map(|(_, r)| &r.routing);
+    let mut targets: BTreeMap<String, String> = BTreeMap::new();
+    for p in candidates {
+        let (Some(moves), Some(routing)) = (&p.moves, p.routing.as_ref().or(current)) else {
+            continue;
+        };
+        if let Some(b) = routing.backend(&moves.to) {
+            targets.insert(b.addr(), moves.to.clone());
+        }
+    }
+    let mut checks = tokio::task::JoinSet::new();
+    for (addr, name) in targets {
+        checks.spawn(async move {
+            let why =
+                match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(&addr))
+                    .await
+                {
+                    Ok(Ok(_)) => return None,
+                    Ok(Err(e)) => format!("target {name} ({addr}) is unreachable: {e}"),
+                    Err(_) => format!(
+                    "target {name} ({addr}) did not accept a connection within {REACH_TIMEOUT:?}"
+                ),
+                };
+            Some((addr, why))
+        });
+    }
+    let mut out = HashMap::new();
+    while let Some(done) = checks.join_next().await {
+        if let Ok(Some((addr, why))) = done {
+            out.insert(addr, why);
+        }
+    }
+    out
+}
 
 impl Coordinator {
     /// The leader's work of one poll.
@@ -28,7 +73,10 @@ impl Coordinator {
         fence: Fence,
         state: &FleetState,
     ) -> Result<(), StoreError> {
-        let reports: Vec<&(String, ConflictReport, u64)> = state.conflicts.iter().collect();
+        // Bounded, so one transaction stays within etcd's limit on
+        // operations (128 by default); the rest wait for the next poll.
+        let reports: Vec<&(String, ConflictReport, u64)> =
+            state.conflicts.iter().take(MAX_REPORTS).collect();
         match &state.plan {
             Some((rev, plan)) if plan.state == PlanState::Proposed => {
                 let now = Instant::now();
@@ -54,17 +102,22 @@ impl Coordinator {
                             .map(|r| r.1.proposal.clone())
                             .collect::<Vec<_>>(),
                     );
-                    self.resolve(
-                        store,
-                        fence,
-                        state,
-                        &plan.proposal,
-                        losers,
-                        &reports,
-                        Vec::new(),
-                        Vec::new(),
-                    )
-                    .await?;
+                    // A failed resolution must not hold the barrier up.
+                    if let Err(e) = self
+                        .resolve(
+                            store,
+                            fence,
+                            state,
+                            Some(&plan.proposal),
+                            losers,
+                            &reports,
+                            Vec::new(),
+                            Vec::new(),
+                        )
+                        .await
+                    {
+                        tracing::debug!(error = %e, "fleet: resolving reports failed; will retry");
+                    }
                 }
                 self.barrier(store, fence, state, *rev, plan).await
             }
@@ -92,29 +145,29 @@ impl Coordinator {
                     })
                     .collect();
                 let winner = slot.as_ref().map(|(_, p)| p.proposal.clone());
-                match winner {
-                    Some(w) => {
-                        self.resolve(
-                            store,
-                            fence,
-                            state,
-                            &w,
-                            losers,
-                            &reports,
-                            Vec::new(),
-                            Vec::new(),
-                        )
-                        .await
-                    }
-                    None => Ok(()),
-                }
+                self.resolve(
+                    store,
+                    fence,
+                    state,
+                    winner.as_ref(),
+                    losers,
+                    &reports,
+                    Vec::new(),
+                    Vec::new(),
+                )
+                .await
             }
         }
     }
 
     /// Is this proposal one the fleet can carry out now? `Some(reason)`
     /// when not.
-    async fn refuse(&self, p: &Proposal, state: &FleetState) -> Option<String> {
+    fn refuse(
+        &self,
+        p: &Proposal,
+        state: &FleetState,
+        unreachable: &HashMap<String, String>,
+    ) -> Option<String> {
         let current = state.routing.as_ref().map(|(_, r)| &r.routing);
         let after = p.routing.as_ref().or(current)?;
         if let (Some(next), Some(now)) = (&p.routing, current) {
@@ -130,16 +183,8 @@ impl Coordinator {
                 ));
             }
         }
-        let target = after.backend(&moves.to)?;
-        let addr = target.addr();
-        match tokio::time::timeout(REACH_TIMEOUT, tokio::net::TcpStream::connect(&addr)).await {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(format!("target {} ({addr}) is unreachable: {e}", moves.to)),
-            Err(_) => Some(format!(
-                "target {} ({addr}) did not accept a connection within {REACH_TIMEOUT:?}",
-                moves.to
-            )),
-        }
+        let addr = after.backend(&moves.to)?.addr();
+        unreachable.get(&addr).cloned()
     }
 
     async fn decide(
@@ -158,10 +203,16 @@ impl Coordinator {
                 .map(|r| r.1.proposal.clone())
                 .filter(|p| p.id != plan.proposal.id),
         );
-        let mut refused = Vec::with_capacity(candidates.len());
-        for c in &candidates {
-            refused.push(self.refuse(c, state).await);
-        }
+        let unreachable = unreachable_targets(&candidates, state).await;
+        let refused: Vec<Option<String>> = candidates
+            .iter()
+            .map(|c| self.refuse(c, state, &unreachable))
+            .collect();
+        // The checks took time: commit only on the seat as it is now.
+        let fence = match self.setup.seat.borrow().leading {
+            Some(f) if f.token == fence.token && Instant::now() < f.until => f,
+            _ => return Ok(()),
+        };
         let routing_rev = state.routing.as_ref().map_or(0, |(r, _)| *r);
         let d = policy::decide(&candidates, routing_rev, &refused);
         let guards = vec![
@@ -184,19 +235,28 @@ impl Coordinator {
             .filter(|l| d.winner.is_some() || l.id != plan.proposal.id)
             .cloned()
             .collect();
-        let winner = d.winner.clone().unwrap_or_else(|| plan.proposal.clone());
+        let winner = d.winner.clone();
         if others.is_empty() && reports.is_empty() {
             let routing = puts_routing(&ops);
             if let Some(rev) = fenced(store, fence, guards, ops).await? {
                 self.record(event, fence.term, rev, what);
-                if routing {
-                    self.record("routing_committed", fence.term, rev, winner.id.clone());
+                if let (true, Some(w)) = (routing, &winner) {
+                    self.record("routing_committed", fence.term, rev, w.id.clone());
                 }
             }
             return Ok(());
         }
-        self.resolve(store, fence, state, &winner, others, reports, guards, ops)
-            .await?;
+        self.resolve(
+            store,
+            fence,
+            state,
+            winner.as_ref(),
+            others,
+            reports,
+            guards,
+            ops,
+        )
+        .await?;
         Ok(())
     }
 
@@ -208,7 +268,7 @@ impl Coordinator {
         store: &dyn CoordStore,
         fence: Fence,
         state: &FleetState,
-        winner: &Proposal,
+        winner: Option<&Proposal>,
         losers: Vec<Loser>,
         reports: &[&(String, ConflictReport, u64)],
         mut guards: Vec<(String, Cond)>,
@@ -219,8 +279,10 @@ impl Coordinator {
             n,
             term: fence.term,
             leader: self.setup.me.clone(),
-            winner: winner.id.clone(),
-            winner_what: winner.what.clone(),
+            winner: winner.map_or(String::new(), |w| w.id.clone()),
+            winner_what: winner.map_or("nothing: every proposal was refused".into(), |w| {
+                w.what.clone()
+            }),
             losers,
             at_ms: wall_ms(),
         };
@@ -242,8 +304,8 @@ impl Coordinator {
         }
         let routing = puts_routing(&ops);
         if let Some(rev) = fenced(store, fence, guards, ops).await? {
-            if routing {
-                self.record("routing_committed", fence.term, rev, winner.id.clone());
+            if let (true, Some(w)) = (routing, winner) {
+                self.record("routing_committed", fence.term, rev, w.id.clone());
             }
             if let Some(p) = state_event {
                 let event = if p.state == PlanState::Executing {
@@ -265,7 +327,7 @@ impl Coordinator {
                 rev,
                 format!(
                     "resolution {n}: winner {} losers {}",
-                    winner.id,
+                    winner.map_or("none", |w| w.id.as_str()),
                     losers.join(",")
                 ),
             );

@@ -318,15 +318,21 @@ pub fn fate(state: &FleetState, id: &str) -> Option<Decision> {
         }
     }
     state.resolutions.iter().rev().find_map(|r| {
-        r.losers
-            .iter()
-            .find(|l| l.id == id)
-            .map(|l| Decision::Lost {
+        let l = r.losers.iter().find(|l| l.id == id)?;
+        Some(if r.winner.is_empty() {
+            // Nothing won: it was refused on its own account.
+            Decision::Aborted {
+                plan: id.to_string(),
+                why: l.why.clone(),
+            }
+        } else {
+            Decision::Lost {
                 plan: id.to_string(),
                 resolution: r.n,
                 winner: r.winner.clone(),
                 winner_what: r.winner_what.clone(),
                 why: l.why.clone(),
-            })
+            }
+        })
     })
 }

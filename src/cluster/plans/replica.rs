@@ -243,10 +243,30 @@ impl Coordinator {
                 members: Vec::new(),
                 reason: None,
             };
-            match store
+            let outcome = match store
                 .txn(guards, vec![Op::put(PLAN, encode(&record))])
-                .await?
+                .await
             {
+                Ok(o) => o,
+                // The write may have committed with its answer lost: then
+                // the slot holds it, and its fate is awaited as any other.
+                Err(e) => {
+                    let ours = store.get(PLAN).await.ok().flatten().and_then(|v| {
+                        decode::<PlanRecord>(&v.value).filter(|p| p.proposal.id == id)
+                    });
+                    if ours.is_some() {
+                        self.record(
+                            "proposed",
+                            0,
+                            0,
+                            format!("{id}: {} (its answer was lost; it stands)", proposal.what),
+                        );
+                        return Ok(id);
+                    }
+                    return Err(e.into());
+                }
+            };
+            match outcome {
                 TxnOutcome::Committed { rev } => {
                     self.record("proposed", 0, rev, format!("{id}: {}", proposal.what));
                     return Ok(id);
