@@ -258,3 +258,36 @@ async fn proposals_made_at_the_same_moment_go_to_the_lower_target() {
         res.losers
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_barrier_does_not_wait_out_a_replica_that_left_cleanly() {
+    let (_fleet, a, b, _listener) = fleet_of_two().await;
+    let d = draft(&b, "pg2");
+    let id = d.id.clone();
+    let r = b
+        .cluster
+        .plans
+        .propose(d, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(matches!(r, Decision::Won { gen: 1, .. }), "{r:?}");
+    a.cluster.plans.progress(ack(&a, &id, 1, true));
+    b.cluster.plans.progress(ack(&b, &id, 1, false));
+    tokio::time::sleep(TTL).await;
+    // b stops with SIGTERM: it resigns, and its sessions close with it.
+    let left = tokio::time::Instant::now();
+    b.cluster.resign().await;
+    let s = state_until(&a, "the plan done", |s| {
+        s.plan
+            .as_ref()
+            .is_some_and(|(_, p)| p.state == PlanState::Done)
+    })
+    .await;
+    assert!(
+        left.elapsed() < TTL,
+        "done {:?} after b resigned: it waited out the grace",
+        left.elapsed()
+    );
+    let note = s.plan.unwrap().1.reason.unwrap_or_default();
+    assert!(note.contains("b left the fleet cleanly"), "{note}");
+}

@@ -33,7 +33,7 @@ pub async fn run(shared: Arc<Shared>) {
         }
         let mut backends = BTreeMap::new();
         for e in shared.env.sessions.list() {
-            *backends.entry(e.live().backend).or_insert(0) += 1;
+            *backends.entry(e.backend()).or_insert(0) += 1;
         }
         plans.load(Load {
             node: plans.me().to_string(),

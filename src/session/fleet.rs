@@ -34,7 +34,7 @@ pub async fn split_brain_warnings(env: &Env, from: Option<&str>, to: &str) -> Ve
     };
     let mut sources: BTreeMap<String, Arc<SessionEntry>> = BTreeMap::new();
     for e in env.sessions.list() {
-        let on = e.live().backend;
+        let on = e.backend();
         if on != to && from.map_or(true, |f| f == on) {
             sources.entry(on).or_insert(e);
         }
@@ -99,12 +99,7 @@ pub fn move_draft(
         .to_string(),
         wait_ms: None,
     };
-    let here = env
-        .sessions
-        .list()
-        .iter()
-        .filter(|e| selects(&spec, &e.live().backend))
-        .count();
+    let here = selected_here(env, &spec);
     let what = match from {
         Some(f) => format!("MIGRATE ALL FROM {f} TO {to}"),
         None => format!("MIGRATE ALL TO {to}"),
@@ -136,12 +131,7 @@ pub fn scale_out_draft(env: &Env, backend: Backend) -> (Draft, usize) {
         origin: "scale-out".into(),
         wait_ms: None,
     };
-    let here = env
-        .sessions
-        .list()
-        .iter()
-        .filter(|e| selects(&spec, &e.live().backend))
-        .count();
+    let here = selected_here(env, &spec);
     (
         Draft {
             id: env.plans.new_id(),
@@ -229,6 +219,15 @@ struct PlanRun {
     first: Option<BTreeSet<u64>>,
 }
 
+/// How many of this replica's sessions `spec` selects now.
+fn selected_here(env: &Env, spec: &MoveSpec) -> usize {
+    env.sessions
+        .list()
+        .iter()
+        .filter(|e| selects(spec, &e.backend()))
+        .count()
+}
+
 fn selects(spec: &MoveSpec, on: &str) -> bool {
     if spec.from.is_empty() {
         on != spec.to
@@ -296,7 +295,7 @@ impl Executor {
                 _ => (Origin::Admin, OnTimeout::Abort),
             };
             for entry in env.sessions.list() {
-                let on = entry.live().backend;
+                let on = entry.backend();
                 if !selects(spec, &on) {
                     continue;
                 }

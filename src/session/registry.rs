@@ -103,6 +103,16 @@ impl SessionEntry {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The backend the session runs on now (cheaper than [`Self::live`]:
+    /// the fleet's loops ask it of every session at every poll).
+    pub fn backend(&self) -> String {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .backend
+            .clone()
+    }
+
     /// Where a move of the session is.
     pub fn live_moving(&self) -> Option<&'static str> {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).moving
@@ -194,7 +204,7 @@ impl SessionRegistry {
     pub fn count_on(&self, backend: &str) -> usize {
         self.list()
             .iter()
-            .filter(|e| e.live().backend == backend)
+            .filter(|e| e.backend() == backend)
             .count()
     }
 }

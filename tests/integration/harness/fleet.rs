@@ -167,21 +167,18 @@ impl Fleet {
 
     /// A client of replica `i` on database `db`.
     pub async fn client(&self, i: usize, db: &str) -> tokio_postgres::Client {
-        let conn = format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
-            self.replicas[i].port
-        );
-        let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to replica {}: {e}", self.replicas[i].id));
-        tokio::spawn(connection);
-        client
+        self.connect(i, &format!("dbname={db}")).await
     }
 
     /// A client of replica `i` named `app` (its application_name).
     pub async fn client_app(&self, i: usize, app: &str) -> tokio_postgres::Client {
+        self.connect(i, &format!("dbname=postgres application_name={app}"))
+            .await
+    }
+
+    async fn connect(&self, i: usize, extra: &str) -> tokio_postgres::Client {
         let conn = format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name={app}",
+            "host=127.0.0.1 port={} user=postgres {extra}",
             self.replicas[i].port
         );
         let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
